@@ -1,0 +1,3 @@
+from ecomstream.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,329 @@
+"""An embedded, real Apache Kafka broker (KRaft, one process as broker and controller).
+
+The jars come from Maven Central once (see :mod:`ecomstream.jars`) and are cached. State lives
+in ``<data-dir>/kafka/``: ``state.json`` (cluster id and ports, kept across restarts so the
+KRaft voter set stays valid), ``broker.pid.json`` (the running process), ``logs/`` (the Kafka
+log dirs) and ``broker.log``. ``start`` detaches by default and returns once the broker answers
+metadata requests; ``--foreground`` keeps it attached until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ecomstream import jars
+from ecomstream.errors import EcomstreamError
+from ecomstream.paths import ensure_writable_dir
+
+DEFAULT_PORT = 9092
+DEFAULT_HEAP = "768m"
+READY_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 60.0
+DEFAULT_PARTITIONS = 2
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    pid: int
+    port: int
+    controller_port: int
+    data_dir: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def kafka_dir(data_dir: Path) -> Path:
+    return Path(data_dir).expanduser().resolve() / "kafka"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _server_properties(port: int, controller_port: int, log_dir: Path, partitions: int) -> str:
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},"
+            f"CONTROLLER://127.0.0.1:{controller_port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={log_dir}",
+            f"num.partitions={partitions}",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=true",
+            # a laptop has few cores: fewer threads than Kafka's server defaults
+            "num.network.threads=2",
+            "num.io.threads=4",
+            "",
+        ]
+    )
+
+
+_LOG4J2 = """status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = org.apache.kafka
+logger.kafka.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours still answers kill(0): it is not running
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _is_our_broker(pid: int, kdir: Path) -> bool:
+    """The pid still belongs to the broker of this data dir (pids get reused)."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return True  # no /proc (macOS): trust the pid file
+    return "kafka.Kafka" in cmdline and str(kdir) in cmdline
+
+
+def running(data_dir: Path) -> BrokerInfo | None:
+    """The broker of this data dir, if it is running."""
+    kdir = kafka_dir(data_dir)
+    pid_file = kdir / "broker.pid.json"
+    try:
+        info = json.loads(pid_file.read_text())
+    except (OSError, ValueError):
+        return None
+    if not _is_our_broker(int(info["pid"]), kdir):
+        return None
+    return BrokerInfo(
+        pid=int(info["pid"]),
+        port=int(info["port"]),
+        controller_port=int(info["controller_port"]),
+        data_dir=kdir.parent,
+    )
+
+
+def wait_ready(bootstrap: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until the broker answers a metadata request (an open port is not enough)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout_s
+    last_error = "no answer"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise EcomstreamError(f"Kafka broker exited with code {proc.returncode} during start-up")
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap, request_timeout_ms=3000
+            )
+            try:
+                admin.list_topics()
+                return
+            finally:
+                admin.close()
+        except (KafkaError, OSError, ValueError) as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.3)
+    raise EcomstreamError(f"Kafka broker at {bootstrap} did not answer within {timeout_s:.0f}s ({last_error})")
+
+
+def _last_log_error(log: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = log.read_text(errors="replace").splitlines()
+        for line in reversed(lines):
+            if " ERROR " in line or "Exception" in line:
+                return line.strip()[:300]
+    return f"see {log}"
+
+
+def start(
+    data_dir: Path,
+    port: int = DEFAULT_PORT,
+    *,
+    heap: str = DEFAULT_HEAP,
+    partitions: int = DEFAULT_PARTITIONS,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+) -> BrokerInfo:
+    """Start the broker of ``data_dir`` detached and wait until it is ready."""
+    if shutil.which("java") is None:
+        raise EcomstreamError("java not found on PATH: the embedded Kafka broker needs Java 17+")
+    if not 0 < port < 65536:
+        raise EcomstreamError(f"--port {port} is not a TCP port (1-65535)")
+    data_dir = ensure_writable_dir(Path(data_dir))
+    kdir = ensure_writable_dir(kafka_dir(data_dir), "Kafka state dir")
+    already = running(data_dir)
+    if already is not None:
+        raise EcomstreamError(
+            f"a broker for {data_dir} is already running at {already.bootstrap} (pid {already.pid})"
+        )
+    if not _port_free(port):
+        raise EcomstreamError(f"port {port} on 127.0.0.1 is already in use: choose another with --port")
+
+    classpath = jars.kafka_classpath()
+    state_file = kdir / "state.json"
+    log_dir = kdir / "logs"
+    state: dict[str, object] = {}
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+    controller_port = int(state.get("controller_port") or 0) or free_port()
+    if controller_port == port or not _port_free(controller_port):
+        raise EcomstreamError(
+            f"the broker's controller port {controller_port} (fixed when {data_dir} was first "
+            "formatted) is in use by another process"
+        )
+    props = kdir / "server.properties"
+    props.write_text(_server_properties(port, controller_port, log_dir, partitions))
+    log4j = kdir / "log4j2.properties"
+    log_file = kdir / "broker.log"
+    log4j.write_text(_LOG4J2.format(log=log_file))
+
+    java = ["java", "-cp", classpath]
+    if not (log_dir / "meta.properties").exists():
+        cluster_id = str(state.get("cluster_id") or "") or _run_tool(
+            [*java, "kafka.tools.StorageTool", "random-uuid"]
+        ).split()[-1]
+        _run_tool(
+            [*java, f"-Dlog4j2.configurationFile={log4j}", "kafka.tools.StorageTool", "format",
+             "-t", cluster_id, "-c", str(props), "--standalone", "--ignore-formatted"]
+        )
+        state = {"cluster_id": cluster_id, "controller_port": controller_port}
+        state_file.write_text(json.dumps(state))
+
+    cmd = [
+        "java", f"-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
+        f"-Decomstream.kafka.dir={kdir}", "-cp", classpath, "kafka.Kafka", str(props),
+    ]
+    with open(kdir / "broker.out", "ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=kdir,
+        )
+    info = BrokerInfo(pid=proc.pid, port=port, controller_port=controller_port, data_dir=data_dir)
+    (kdir / "broker.pid.json").write_text(
+        json.dumps({"pid": proc.pid, "port": port, "controller_port": controller_port})
+    )
+    try:
+        wait_ready(info.bootstrap, ready_timeout_s, proc)
+    except EcomstreamError as exc:
+        _terminate(proc.pid, kdir)
+        raise EcomstreamError(f"{exc}: {_last_log_error(log_file)}") from None
+    except BaseException:
+        _terminate(proc.pid, kdir)
+        raise
+    return info
+
+
+def _run_tool(cmd: list[str]) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        raise EcomstreamError(f"Kafka storage tool failed: {detail[-1] if detail else done.returncode}")
+    return done.stdout
+
+
+def _terminate(pid: int, kdir: Path, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM (Kafka shuts down cleanly, flushing its logs), SIGKILL after ``timeout_s``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while _pid_alive(pid):
+            _reap(pid)
+            time.sleep(0.05)
+    _reap(pid)
+    with contextlib.suppress(FileNotFoundError):
+        (kdir / "broker.pid.json").unlink()
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when the broker is our own child, so it leaves no zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop(data_dir: Path) -> BrokerInfo | None:
+    """Stop the broker of ``data_dir``; returns what was stopped, or None if none was running."""
+    info = running(data_dir)
+    if info is None:
+        with contextlib.suppress(FileNotFoundError):
+            (kafka_dir(data_dir) / "broker.pid.json").unlink()
+        return None
+    _terminate(info.pid, kafka_dir(data_dir))
+    return info
+
+
+def run_foreground(data_dir: Path, port: int = DEFAULT_PORT, **kwargs: object) -> BrokerInfo:
+    """Start, print nothing more, and stop the broker when interrupted (Ctrl-C or SIGTERM)."""
+    info = start(data_dir, port, **kwargs)  # type: ignore[arg-type]
+    print(info.bootstrap, flush=True)
+
+    def _on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        while _pid_alive(info.pid):
+            _reap(info.pid)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _terminate(info.pid, kafka_dir(data_dir))
+    return info

@@ -1,0 +1,74 @@
+"""``ecomstream kafka start | status | stop``: the embedded single-node broker."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ecomstream.cli import add_option
+from ecomstream.paths import DEFAULT_DATA_DIR
+
+NOT_RUNNING_EXIT = 3  # as LSB init scripts' "status": program is not running
+
+
+def register(subparsers: Any) -> None:
+    kafka = subparsers.add_parser("kafka", help="embedded single-node Kafka broker (KRaft)")
+    actions = kafka.add_subparsers(dest="kafka_action", required=True)
+
+    start = actions.add_parser("start", help="start the broker and print its bootstrap address")
+    add_option(start, "--port", type=int, default=9092, help="PLAINTEXT port on 127.0.0.1")
+    _data_dir(start)
+    add_option(start, "--foreground", action="store_true", default=False,
+               help="stay attached; Ctrl-C stops the broker")
+    add_option(start, "--heap", default="768m", help="broker JVM max heap")
+    start.set_defaults(func=_start)
+
+    for name, func, text in (
+        ("status", _status, "is the broker of this data dir running? exit 0 yes, 3 no"),
+        ("stop", _stop, "stop the broker of this data dir (clean shutdown)"),
+    ):
+        action = actions.add_parser(name, help=text)
+        _data_dir(action)
+        action.set_defaults(func=func)
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    add_option(parser, "--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+               help="where the broker keeps its state (under <data-dir>/kafka)")
+
+
+def _start(args: argparse.Namespace) -> int:
+    from ecomstream import broker
+
+    if args.foreground:
+        broker.run_foreground(args.data_dir, args.port, heap=args.heap)
+        return 0
+    info = broker.start(args.data_dir, args.port, heap=args.heap)
+    print(info.bootstrap)
+    print(f"broker pid {info.pid}, data dir {info.data_dir}; stop it with "
+          f"'ecomstream kafka stop --data-dir {args.data_dir}'", file=sys.stderr)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ecomstream import broker
+
+    info = broker.running(args.data_dir)
+    if info is None:
+        print(f"not running (data dir {Path(args.data_dir).resolve()})")
+        return NOT_RUNNING_EXIT
+    print(f"running {info.bootstrap} pid {info.pid} data dir {info.data_dir}")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from ecomstream import broker
+
+    info = broker.stop(args.data_dir)
+    if info is None:
+        print(f"no broker running for data dir {Path(args.data_dir).resolve()}")
+    else:
+        print(f"stopped broker pid {info.pid} ({info.bootstrap})")
+    return 0

@@ -1,0 +1,92 @@
+"""Command line: ``ecomstream <command>``. Every option also reads ``ECOMSTREAM_<OPTION>``.
+
+Each command lives in its own module with ``register(subparsers)``; the heavy imports (pyspark,
+kafka) happen inside the command functions, so ``ecomstream --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from ecomstream.errors import EcomstreamError, redact
+
+# command name -> module holding its ``register(subparsers)``
+COMMAND_MODULES = {
+    "kafka": "ecomstream.broker_cli",
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but bad input is one line on stderr (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def env_name(option: str) -> str:
+    return "ECOMSTREAM_" + option.lstrip("-").replace("-", "_").upper()
+
+
+def add_option(parser: argparse.ArgumentParser, option: str, **kwargs: Any) -> None:
+    """``parser.add_argument`` whose default comes from ``ECOMSTREAM_<OPTION>`` when set.
+
+    The environment value goes through the same ``type`` as the command line, so a bad value
+    fails with the same one-line error, naming the variable.
+    """
+    env = env_name(option)
+    raw = os.environ.get(env)
+    help_text = kwargs.pop("help", "")
+    kwargs["help"] = f"{help_text} [env {env}]".strip()
+    if raw is not None and raw != "":
+        action = kwargs.get("action")
+        if action == "store_true":
+            kwargs["default"] = raw.strip().lower() in {"1", "true", "yes", "on"}
+        else:
+            convert: Callable[[str], Any] = kwargs.get("type", str)
+            try:
+                kwargs["default"] = convert(raw)
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                raise EcomstreamError(f"{env}={raw!r} is invalid: {exc}") from None
+            kwargs.pop("required", None)
+    parser.add_argument(option, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ecomstream import __version__
+
+    parser = OneLineParser(prog="ecomstream", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ecomstream {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    for module_name in COMMAND_MODULES.values():
+        module = importlib.import_module(module_name)
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        result = args.func(args)
+        return int(result or 0)
+    except EcomstreamError as exc:
+        print(redact(f"ecomstream: error: {exc}"), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ecomstream: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        if os.environ.get("ECOMSTREAM_DEBUG"):
+            raise
+        first_line = (str(exc).splitlines() or [""])[0]
+        print(
+            redact(f"ecomstream: error: {type(exc).__name__}: {first_line}")
+            + " (set ECOMSTREAM_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1

@@ -1,0 +1,81 @@
+"""Session-wide fixtures: one SparkSession, one Kafka broker.
+
+Broker choice, in order: ``ECOMSTREAM_BOOTSTRAP_SERVERS`` (any existing broker), then Docker via
+testcontainers when ``ECOMSTREAM_TEST_DOCKER=1`` and an engine answers, then the embedded broker
+(real Apache Kafka from Maven Central jars), which needs nothing but Java.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.fspath))
+        if TESTS / "unit" in path.parents:
+            item.add_marker(pytest.mark.unit)
+        elif TESTS / "integration" in path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from ecomstream.spark import local_session
+
+    log = tmp_path_factory.mktemp("spark-log") / "spark.log"
+    session = local_session("ecomstream-tests", log_file=log)
+    yield session
+    session.stop()
+
+
+@dataclass
+class Broker:
+    bootstrap: str
+    kind: str  # "external" | "docker" | "embedded"
+    data_dir: Path | None = None
+    port: int | None = None
+
+    def new_topic(self, prefix: str = "t") -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def docker_available() -> tuple[bool, str]:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env(timeout=3).ping()
+    except Exception as exc:
+        return False, f"no Docker engine answers ({type(exc).__name__})"
+    return True, ""
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    external = os.environ.get("ECOMSTREAM_BOOTSTRAP_SERVERS")
+    if external:
+        yield Broker(bootstrap=external, kind="external")
+        return
+    if os.environ.get("ECOMSTREAM_TEST_DOCKER") == "1" and docker_available()[0]:
+        from testcontainers.kafka import KafkaContainer  # type: ignore[import-untyped]
+
+        with KafkaContainer().with_kraft() as container:
+            yield Broker(bootstrap=container.get_bootstrap_server(), kind="docker")
+        return
+    from ecomstream import broker
+
+    data_dir = tmp_path_factory.mktemp("kafka-broker")
+    port = broker.free_port()
+    info = broker.start(data_dir, port)
+    try:
+        yield Broker(bootstrap=info.bootstrap, kind="embedded", data_dir=data_dir, port=port)
+    finally:
+        broker.stop(data_dir)

@@ -1,0 +1,43 @@
+"""Small kafka-python helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import time
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+
+def send_all(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    try:
+        futures = [producer.send(topic, key=k, value=v) for k, v in records]
+        producer.flush(timeout=60)
+        for future in futures:
+            future.get(timeout=30)
+    finally:
+        producer.close()
+
+
+def read_all(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[tuple[bytes | None, bytes]]:
+    """Every record on ``topic`` from the earliest offset to the end offsets seen at call time."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        deadline = time.monotonic() + timeout_s
+        partitions = None
+        while not partitions and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                time.sleep(0.2)
+        assert partitions, f"topic {topic} has no partitions"
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        out: list[tuple[bytes | None, bytes]] = []
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            assert time.monotonic() < deadline, "timed out reading the topic back"
+            for batch in consumer.poll(timeout_ms=500).values():
+                out.extend((msg.key, msg.value) for msg in batch)
+        return out
+    finally:
+        consumer.close()
