@@ -1,0 +1,119 @@
+"""What the streaming jobs need from an environment, and nothing about which one it is.
+
+An environment (a profile) knows where the events come from (Spark Kafka source options), where
+each table lives (a Delta path or a Unity Catalog name) and where each query keeps its checkpoint.
+The jobs above this module never test which profile runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
+
+# The tables every environment maps: the contract's five plus the per-batch metrics table.
+TABLE_KEYS: tuple[str, ...] = (
+    "bronze/orders",
+    "silver/orders",
+    "silver/quarantine",
+    "gold/category_sales",
+    "gold/location_sales",
+    "metrics/pipeline_batches",
+)
+
+QUERIES: tuple[str, ...] = ("bronze", "silver", "gold")
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A Delta table: by ``path`` (local, abfss://...) or by Unity Catalog ``name``; exactly one."""
+
+    path: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.name is None):
+            raise ValueError("a TableRef has exactly one of path or name")
+
+    def __str__(self) -> str:
+        return self.path if self.path is not None else str(self.name)
+
+    # The few I/O helpers every job uses, so no job branches on path-vs-name.
+    def read(self, spark: SparkSession) -> DataFrame:
+        reader = spark.read.format("delta")
+        return reader.load(self.path) if self.path is not None else reader.table(str(self.name))
+
+    def read_stream(self, spark: SparkSession, **options: str) -> DataFrame:
+        reader = spark.readStream.format("delta").options(**options)
+        return reader.load(self.path) if self.path is not None else reader.table(str(self.name))
+
+    def save(self, writer: DataFrameWriter) -> None:
+        if self.path is not None:
+            writer.save(self.path)
+        else:
+            writer.saveAsTable(str(self.name))
+
+    def delta_table(self, spark: SparkSession):  # type: ignore[no-untyped-def]
+        from delta.tables import DeltaTable
+
+        if self.path is not None:
+            return DeltaTable.forPath(spark, self.path)
+        return DeltaTable.forName(spark, str(self.name))
+
+    def exists(self, spark: SparkSession) -> bool:
+        from delta.tables import DeltaTable
+
+        if self.path is not None:
+            return bool(DeltaTable.isDeltaTable(spark, self.path))
+        return bool(spark.catalog.tableExists(str(self.name)))
+
+
+@runtime_checkable
+class Environment(Protocol):
+    """The interface the jobs are written against (local and databricks implement it)."""
+
+    name: str
+
+    def spark(self) -> SparkSession: ...
+
+    def kafka_source_options(self) -> dict[str, str]:
+        """Everything for ``spark.readStream.format("kafka").options(...)``: bootstrap servers,
+        ``subscribe``, security settings (and, if the environment wants, startingOffsets etc.)."""
+        ...
+
+    def table(self, key: str) -> TableRef: ...
+
+    def checkpoint(self, query: str) -> str: ...
+
+
+class BaseEnvironment:
+    """Optional hooks with safe defaults; an adapter subclasses this and overrides what it can.
+
+    The jobs call these through :func:`hook` so an adapter that only implements the protocol
+    above still works.
+    """
+
+    def preflight(self) -> None:
+        """Check the outside world (broker reachable, topic exists, storage writable) *before*
+        Spark starts or any table is touched; raise ``EcomstreamError`` with one clear line."""
+
+    def bind(self, topic: str, window: str) -> None:
+        """Record which topic (and gold window) this storage holds; refuse a different one."""
+
+    def kafka_end_offsets(self) -> dict[int, int] | None:
+        """The topic's end offset per partition right now, or None where not cheaply known
+        (used only for the lag column of the metrics table)."""
+        return None
+
+    def close(self) -> None:
+        """Release clients the adapter opened (not the SparkSession)."""
+
+
+def hook(env: Environment, name: str):  # type: ignore[no-untyped-def]
+    """``env.<name>`` if the adapter has it, else :class:`BaseEnvironment`'s default."""
+    method = getattr(env, name, None)
+    if method is None:
+        return getattr(BaseEnvironment(), name)
+    return method

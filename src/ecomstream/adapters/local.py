@@ -1,0 +1,189 @@
+"""The local profile: a Kafka broker on this machine (embedded or any other), Delta tables as
+paths under ``--data-dir``, checkpoints at ``<data-dir>/_checkpoints/<query>``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ecomstream.adapters.base import QUERIES, TABLE_KEYS, BaseEnvironment, TableRef
+from ecomstream.errors import EcomstreamError
+from ecomstream.paths import ensure_writable_dir
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+BINDING_FILE = "_ecomstream.json"
+CHECKPOINTS = "_checkpoints"
+KAFKA_TIMEOUT_MS = 5000
+
+
+class LocalEnvironment(BaseEnvironment):
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        topic: str,
+        data_dir: str | Path,
+        spark_conf: dict[str, str] | None = None,
+        wait_for_topic_s: float = 0.0,
+    ) -> None:
+        if not bootstrap_servers:
+            raise EcomstreamError("--bootstrap-servers is required for the local profile")
+        if not topic:
+            raise EcomstreamError("--topic is required")
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.spark_conf = dict(spark_conf or {})
+        self.wait_for_topic_s = wait_for_topic_s
+        self._spark: SparkSession | None = None
+        self._consumer: Any = None
+
+    # -- the Environment protocol -------------------------------------------------------------
+    def spark(self) -> SparkSession:
+        if self._spark is None:
+            from ecomstream.spark import local_session
+
+            self._spark = local_session(
+                "ecomstream-pipeline",
+                extra_conf=self.spark_conf,
+                log_file=self.data_dir / "_logs" / "spark.log",
+            )
+        return self._spark
+
+    def kafka_source_options(self) -> dict[str, str]:
+        return {"kafka.bootstrap.servers": self.bootstrap_servers, "subscribe": self.topic}
+
+    def table(self, key: str) -> TableRef:
+        if key not in TABLE_KEYS:
+            raise KeyError(f"unknown table {key!r}")
+        return TableRef(path=str(self.data_dir / key))
+
+    def checkpoint(self, query: str) -> str:
+        if query not in QUERIES and not query.startswith("bench-"):
+            raise KeyError(f"unknown query {query!r}")
+        return str(self.data_dir / CHECKPOINTS / query)
+
+    # -- optional hooks -----------------------------------------------------------------------
+    def preflight(self) -> None:
+        ensure_writable_dir(self.data_dir)
+        topics = self._list_topics()
+        deadline = time.monotonic() + self.wait_for_topic_s
+        while self.topic not in topics:
+            if time.monotonic() >= deadline:
+                raise EcomstreamError(
+                    f"topic {self.topic!r} does not exist on {self.bootstrap_servers} "
+                    "(create it, e.g. by producing to it, or pass --wait-for-topic)"
+                )
+            time.sleep(0.5)
+            topics = self._list_topics()
+
+    def bind(self, topic: str, window: str) -> None:
+        """``<data-dir>/_ecomstream.json`` names the topic (and gold window) the tables hold."""
+        path = self.data_dir / BINDING_FILE
+        wanted = {"topic": topic, "window": window}
+        if path.exists():
+            try:
+                bound = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise EcomstreamError(f"{path} is unreadable ({exc}); fix or remove it") from None
+            if bound.get("topic") != topic:
+                raise EcomstreamError(
+                    f"data dir {self.data_dir} holds topic {bound.get('topic')!r}, not {topic!r}: "
+                    "use another --data-dir (mixing topics in one set of tables is refused)"
+                )
+            if bound.get("window") != window:
+                raise EcomstreamError(
+                    f"data dir {self.data_dir} has gold windows of {bound.get('window')!r}, not "
+                    f"{window!r}: use another --data-dir for another --window"
+                )
+            return
+        if self._has_tables():
+            raise EcomstreamError(
+                f"data dir {self.data_dir} already holds tables but no {BINDING_FILE}: "
+                "refusing to guess which topic they came from; use another --data-dir"
+            )
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**wanted, "created_at": time.time()}, indent=2) + "\n")
+        tmp.replace(path)
+
+    def kafka_end_offsets(self) -> dict[int, int] | None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        try:
+            if self._consumer is None:
+                self._consumer = KafkaConsumer(
+                    bootstrap_servers=self.bootstrap_servers,
+                    enable_auto_commit=False,
+                    request_timeout_ms=KAFKA_TIMEOUT_MS * 2,
+                    bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,
+                )
+            partitions = self._consumer.partitions_for_topic(self.topic) or set()
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            ends = self._consumer.end_offsets(tps)
+            return {tp.partition: int(offset) for tp, offset in ends.items()}
+        except Exception:  # lag is informative only: never fail a batch for it
+            return None
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                self._consumer.close()
+            self._consumer = None
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _has_tables(self) -> bool:
+        return (
+            any((self.data_dir / key / "_delta_log").exists() for key in TABLE_KEYS)
+            or (self.data_dir / CHECKPOINTS).exists()
+        )
+
+    def _list_topics(self) -> set[str]:
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap_servers,
+                request_timeout_ms=KAFKA_TIMEOUT_MS,
+                bootstrap_timeout_ms=KAFKA_TIMEOUT_MS,
+            )
+        except (KafkaError, OSError, ValueError) as exc:
+            raise EcomstreamError(
+                f"Kafka broker at {self.bootstrap_servers} is unreachable "
+                f"({type(exc).__name__} within {KAFKA_TIMEOUT_MS // 1000}s)"
+            ) from None
+        try:
+            return set(admin.list_topics())
+        except (KafkaError, OSError) as exc:
+            raise EcomstreamError(
+                f"Kafka broker at {self.bootstrap_servers} did not list its topics "
+                f"({type(exc).__name__})"
+            ) from None
+        finally:
+            with contextlib.suppress(Exception):
+                admin.close()
+
+
+def create(
+    *,
+    bootstrap_servers: str,
+    topic: str,
+    data_dir: str | Path,
+    spark_conf: dict[str, str] | None = None,
+    wait_for_topic_s: float = 0.0,
+    **_ignored: Any,
+) -> LocalEnvironment:
+    return LocalEnvironment(
+        bootstrap_servers=bootstrap_servers,
+        topic=topic,
+        data_dir=data_dir,
+        spark_conf=spark_conf,
+        wait_for_topic_s=wait_for_topic_s,
+    )
