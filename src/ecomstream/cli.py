@@ -18,6 +18,7 @@ from ecomstream.errors import EcomstreamError, redact
 # command name -> module holding its ``register(subparsers)``
 COMMAND_MODULES = {
     "kafka": "ecomstream.broker_cli",
+    "produce": "ecomstream.producer.cli",
 }
 
 

@@ -1,0 +1,250 @@
+"""``ecomstream produce``: realistic, seeded e-commerce orders onto a Kafka topic."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ecomstream.catalogue import DEFAULT_CATEGORIES
+from ecomstream.cli import add_option
+from ecomstream.errors import EcomstreamError
+
+DEFAULT_RATE = 200.0  # events/s: lively on a dashboard, light on a laptop
+CONNECTION_ENV = "ECOMSTREAM_EVENTHUB_CONNECTION_STRING"
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "produce",
+        help="send realistic e-commerce orders (with optional faults) to a Kafka topic",
+        description=(
+            "Send seeded, realistic orders keyed by order_id. Stops after --count records or "
+            "--duration seconds, or on Ctrl-C; always flushes and prints a summary."
+        ),
+    )
+    add_option(p, "--bootstrap-servers", help="Kafka bootstrap servers, e.g. 127.0.0.1:9092")
+    add_option(p, "--topic", help="topic to send to (default with Event Hubs: its EntityPath)")
+    add_option(p, "--count", type=int, help="send this many records, then stop")
+    add_option(p, "--duration", type=float, help="send for this many seconds, then stop")
+    add_option(
+        p,
+        "--rate",
+        type=float,
+        default=DEFAULT_RATE,
+        help=f"events per second; 0 = as fast as possible (default {DEFAULT_RATE:g})",
+    )
+    add_option(p, "--seed", type=int, help="same seed, same orders (default: random, printed)")
+    add_option(
+        p,
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        help="fraction 0..1 of records that carry exactly one fault (default 0)",
+    )
+    add_option(
+        p,
+        "--start-time",
+        help="event time of the first order (ISO-8601); then +1/rate s per order, "
+        "so the whole run is reproducible (default: now, following the clock)",
+    )
+    add_option(
+        p, "--categories", help="comma-separated category catalogue (default: the contract's eight)"
+    )
+    add_option(
+        p,
+        "--eventhub-connection-string",
+        help="Azure Event Hubs connection string: bootstrap, topic and SASL_SSL from it",
+    )
+    add_option(
+        p,
+        "--client",
+        choices=("kafka-python", "confluent"),
+        help="Kafka client (default: confluent when installed, else kafka-python)",
+    )
+    add_option(
+        p,
+        "--compression",
+        choices=("none", "gzip", "snappy", "lz4", "zstd"),
+        help="batch compression (default lz4; gzip with Event Hubs)",
+    )
+    add_option(p, "--linger-ms", type=int, default=20, help="batching delay (default 20)")
+    add_option(p, "--summary-json", type=Path, help="also write the summary as JSON here")
+    add_option(
+        p,
+        "--progress",
+        choices=("auto", "live", "log", "off"),
+        default="auto",
+        help="live line on a terminal, log lines otherwise (auto), or off",
+    )
+    p.set_defaults(func=_produce)
+
+
+@dataclass(frozen=True)
+class ProduceSettings:
+    """Every produce option, validated once."""
+
+    bootstrap_servers: str
+    topic: str
+    count: int | None
+    duration: float | None
+    rate: float
+    seed: int
+    fault_rate: float
+    start_time: dt.datetime | None
+    categories: tuple[str, ...]
+    client: str
+    compression: str
+    linger_ms: int
+    security: dict[str, Any]
+    summary_json: Path | None
+
+
+def settings_from_args(args: argparse.Namespace) -> ProduceSettings:
+    from ecomstream.producer.sender import default_client
+
+    if args.count is not None and args.duration is not None:
+        raise EcomstreamError("give --count or --duration, not both")
+    if args.count is not None and args.count < 1:
+        raise EcomstreamError(f"--count must be at least 1, not {args.count}")
+    if args.duration is not None and not args.duration > 0:
+        raise EcomstreamError(
+            f"--duration must be a positive number of seconds, not {args.duration}"
+        )
+    if not args.rate >= 0 or args.rate == float("inf"):
+        raise EcomstreamError(
+            f"--rate must be 0 (as fast as possible) or a positive number, not {args.rate}"
+        )
+    if not 0.0 <= args.fault_rate <= 1.0:
+        raise EcomstreamError(f"--fault-rate must be between 0 and 1, not {args.fault_rate}")
+    if args.linger_ms < 0:
+        raise EcomstreamError(f"--linger-ms must be 0 or more, not {args.linger_ms}")
+
+    start_time = None
+    if args.start_time:
+        try:
+            start_time = dt.datetime.fromisoformat(args.start_time)
+        except ValueError:
+            raise EcomstreamError(
+                f"--start-time {args.start_time!r} is not an ISO-8601 time "
+                "(e.g. 2026-11-25T10:00:00Z)"
+            ) from None
+        if start_time.tzinfo is None:
+            start_time = start_time.replace(tzinfo=dt.UTC)
+
+    categories = DEFAULT_CATEGORIES
+    if args.categories:
+        categories = tuple(
+            dict.fromkeys(c.strip() for c in args.categories.split(",") if c.strip())
+        )
+        if not categories:
+            raise EcomstreamError("--categories names no category")
+
+    bootstrap, topic = args.bootstrap_servers, args.topic
+    security: dict[str, Any] = {}
+    compression = args.compression
+    connection = args.eventhub_connection_string or os.environ.get(CONNECTION_ENV)
+    if connection:
+        from ecomstream.eventhubs import kafka_python_config, parse_connection_string
+
+        conn = parse_connection_string(connection)  # registers the secret for redaction
+        security = kafka_python_config(conn)
+        bootstrap = str(security.pop("bootstrap_servers"))
+        topic = topic or conn.entity_path
+        if not topic:
+            raise EcomstreamError(
+                "no topic: give --topic or use a connection string with EntityPath=<event hub>"
+            )
+        compression = compression or "gzip"  # the codec Event Hubs' Kafka endpoint accepts
+    if not bootstrap:
+        raise EcomstreamError(
+            "no broker: give --bootstrap-servers (or ECOMSTREAM_BOOTSTRAP_SERVERS) or an "
+            "Event Hubs connection string"
+        )
+    if not topic:
+        raise EcomstreamError("no topic: give --topic (or ECOMSTREAM_TOPIC)")
+
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    return ProduceSettings(
+        bootstrap_servers=bootstrap,
+        topic=topic,
+        count=args.count,
+        duration=args.duration,
+        rate=args.rate,
+        seed=seed,
+        fault_rate=args.fault_rate,
+        start_time=start_time,
+        categories=categories,
+        client=args.client or default_client(),
+        compression=compression or "lz4",
+        linger_ms=args.linger_ms,
+        security=security,
+        summary_json=args.summary_json,
+    )
+
+
+def _progress(mode: str) -> Any:
+    from ecomstream.producer.progress import Progress
+
+    if mode == "off":
+        return None
+    return Progress(sys.stderr, live=None if mode == "auto" else mode == "live")
+
+
+def _produce(args: argparse.Namespace) -> int:
+    from ecomstream.producer.generator import OrderGenerator
+    from ecomstream.producer.runner import run
+    from ecomstream.producer.sender import SenderSettings, open_sender
+
+    s = settings_from_args(args)
+    if s.summary_json is not None:
+        try:
+            s.summary_json.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EcomstreamError(f"--summary-json {s.summary_json}: {exc.strerror}") from None
+    generator = OrderGenerator(
+        s.seed,
+        fault_rate=s.fault_rate,
+        categories=s.categories,
+        start_time=s.start_time,
+        rate=s.rate,
+    )
+    sender = open_sender(
+        SenderSettings(
+            bootstrap_servers=s.bootstrap_servers,
+            topic=s.topic,
+            client=s.client,
+            linger_ms=s.linger_ms,
+            compression=s.compression,
+            security=s.security,
+        )
+    )
+    try:
+        summary = run(
+            generator,
+            sender,
+            count=s.count,
+            duration_s=s.duration,
+            rate=s.rate,
+            progress=_progress(args.progress),
+        )
+    finally:
+        sender.close()
+    summary.topic, summary.client = s.topic, s.client
+    print(summary.text(), flush=True)
+    if s.summary_json is not None:
+        try:
+            s.summary_json.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+        except OSError as exc:
+            raise EcomstreamError(f"--summary-json {s.summary_json}: {exc.strerror}") from None
+    if summary.failed:
+        return 1
+    if summary.interrupted and (s.count is not None or s.duration is not None):
+        return 130  # stopped before the work asked for was done
+    return 0

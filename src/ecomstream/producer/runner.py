@@ -1,0 +1,159 @@
+"""The produce loop: generate in batches, pace to the rate, hand over, flush, summarise."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from ecomstream.producer.generator import FAULT_KINDS, OrderGenerator
+from ecomstream.producer.progress import Progress
+from ecomstream.producer.sender import Sender
+
+FLUSH_TIMEOUT_S = 60.0
+MAX_BATCH = 2_000
+
+
+@dataclass
+class Summary:
+    sent: int = 0
+    acknowledged: int = 0
+    failed: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    clean: int = 0
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+    errors: Counter[str] = field(default_factory=Counter)
+    seed: int | None = None
+    topic: str = ""
+    client: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.acknowledged / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The agreed summary shape (plus seed, topic, client, interrupted, errors)."""
+        return {
+            "sent": self.sent,
+            "acknowledged": self.acknowledged,
+            "failed": self.failed,
+            "faults": {kind: self.faults.get(kind, 0) for kind in FAULT_KINDS},
+            "clean": self.clean,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "rate": round(self.rate, 1),
+            "seed": self.seed,
+            "topic": self.topic,
+            "client": self.client,
+            "interrupted": self.interrupted,
+            "errors": dict(self.errors.most_common(10)),
+        }
+
+    def text(self) -> str:
+        faults = sum(self.faults.values())
+        lines = [
+            f"sent {self.sent:,} orders to {self.topic} via {self.client} in "
+            f"{self.elapsed_s:.2f}s: {self.acknowledged:,} acknowledged, {self.failed:,} failed "
+            f"({self.rate:,.0f} acknowledged/s)" + (" [interrupted]" if self.interrupted else ""),
+            f"clean {self.clean:,}, with one fault each {faults:,}"
+            + (
+                ": " + ", ".join(f"{k} {self.faults[k]:,}" for k in FAULT_KINDS if self.faults[k])
+                if faults
+                else ""
+            ),
+            f"seed {self.seed} (the same seed sends the same orders)",
+        ]
+        lines += [f"error x{n}: {msg}" for msg, n in self.errors.most_common(5)]
+        return "\n".join(lines)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: flush what was handed over, then summarise."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+def run(
+    generator: OrderGenerator,
+    sender: Sender,
+    *,
+    count: int | None = None,
+    duration_s: float | None = None,
+    rate: float = 0.0,
+    progress: Progress | None = None,
+    flush_timeout_s: float = FLUSH_TIMEOUT_S,
+    clock: Any = time.monotonic,
+    sleep: Any = time.sleep,
+) -> Summary:
+    """Send until ``count`` records, ``duration_s`` seconds, or Ctrl-C / SIGTERM."""
+    summary = Summary(seed=generator.seed)
+    faults = summary.faults
+    batch_size = MAX_BATCH if rate <= 0 else max(1, min(MAX_BATCH, int(rate / 20)))
+    send = sender.send
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: no signal handling
+        previous = None
+    start = clock()
+    already = sender.sent
+    batch: list[Any] = []
+    try:
+        while True:
+            if count is not None and summary.sent >= count:
+                break
+            if duration_s is not None and clock() - start >= duration_s:
+                break
+            n = batch_size if count is None else min(batch_size, count - summary.sent)
+            if rate > 0:
+                ahead = start + summary.sent / rate - clock()
+                if ahead > 0:
+                    sender.poll()
+                    sleep(min(ahead, 0.5))
+                    continue
+            batch = generator.batch(n)
+            for key, value, _kind in batch:
+                send(key, value)
+            _count_kinds(batch, faults, summary)
+            batch = []
+            if progress is not None and progress.due():
+                progress.update(
+                    summary.sent, sender.acknowledged, sender.failed, sum(faults.values())
+                )
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        # the sender counts a record once it holds it: the uncounted ones open the current batch
+        missing = sender.sent - already - summary.sent
+        _count_kinds(batch[:missing] if missing > 0 else [], faults, summary)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    try:
+        sender.flush(flush_timeout_s)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, count what is missing
+        summary.interrupted = True
+    summary.failed = sender.failed
+    summary.acknowledged = sender.acknowledged
+    summary.errors.update(sender.errors)
+    unconfirmed = summary.sent - summary.acknowledged - summary.failed
+    if unconfirmed > 0:
+        summary.failed += unconfirmed
+        summary.errors[f"not acknowledged within the {flush_timeout_s:.0f}s flush"] += unconfirmed
+    summary.elapsed_s = clock() - start
+    if progress is not None:
+        progress.update(
+            summary.sent, summary.acknowledged, summary.failed, sum(faults.values()), force=True
+        )
+        progress.close()
+    return summary
+
+
+def _count_kinds(records: list[Any], faults: Counter[str], summary: Summary) -> None:
+    kinds = Counter(kind for _, _, kind in records)
+    summary.clean += kinds.pop(None, 0)
+    faults.update(kinds)
+    summary.sent += len(records)

@@ -1,0 +1,269 @@
+"""Delivery over the Kafka protocol: kafka-python, or confluent-kafka (librdkafka) when installed.
+
+Both are set up the same way: ``acks=all`` with idempotence (no duplicates or reordering from
+retries), the Java client's murmur2 key partitioner (so a key lands on the same partition
+whichever client sent it), batching and compression chosen by measurement (see
+docs/producer.md). Every record handed over ends either acknowledged or counted as failed with
+its error; :meth:`Sender.flush` waits for the outstanding ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ecomstream.errors import EcomstreamError, redact
+
+CLIENTS = ("kafka-python", "confluent")
+CONNECT_TIMEOUT_S = 10.0
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+def default_client() -> str:
+    """confluent-kafka when it is installed (it is a project dependency), else kafka-python."""
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        return "kafka-python"
+    return "confluent"
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    bootstrap_servers: str
+    topic: str
+    client: str = "confluent"
+    linger_ms: int = 20
+    batch_bytes: int = 512 * 1024
+    compression: str = "lz4"
+    # extra client settings (Event Hubs SASL_SSL), in kafka-python's spelling
+    security: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+class Sender(Protocol):
+    sent: int
+    failed: int
+    errors: Counter[str]
+
+    @property
+    def acknowledged(self) -> int: ...
+
+    def send(self, key: bytes | None, value: bytes) -> None: ...
+
+    def poll(self) -> None: ...
+
+    def flush(self, timeout_s: float) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def _quiet(logger_name: str) -> logging.Logger:
+    """Client libraries log connection errors: keep them off the user's terminal."""
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return logger
+
+
+def _unreachable(settings: SenderSettings, detail: str) -> EcomstreamError:
+    return EcomstreamError(
+        redact(
+            f"cannot reach Kafka at {settings.bootstrap_servers} within {CONNECT_TIMEOUT_S:.0f}s "
+            f"({detail}): is the broker running? (ecomstream kafka start)"
+        )
+    )
+
+
+class KafkaPythonSender:
+    """kafka-python: pure Python, always available."""
+
+    def __init__(self, settings: SenderSettings) -> None:
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        _quiet("kafka")
+        self.settings = settings
+        self.sent = 0
+        self.failed = 0
+        self._acked = 0
+        self.errors: Counter[str] = Counter()
+        config: dict[str, Any] = {
+            "bootstrap_servers": settings.bootstrap_servers,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": settings.linger_ms,
+            "batch_size": settings.batch_bytes,
+            "compression_type": None if settings.compression == "none" else settings.compression,
+            "max_block_ms": int(CONNECT_TIMEOUT_S * 1000),
+            "request_timeout_ms": 30_000,
+        }
+        config.update(settings.security)
+        try:
+            self._producer = KafkaProducer(**config)
+        except (KafkaError, OSError) as exc:
+            raise _unreachable(settings, type(exc).__name__) from None
+        try:
+            # a metadata round trip: proves the broker answers (and creates the topic if the
+            # broker auto-creates topics)
+            self._producer.partitions_for(settings.topic)
+        except (KafkaError, OSError) as exc:
+            self._producer.close(timeout=1)
+            raise _unreachable(settings, type(exc).__name__) from None
+
+    @property
+    def acknowledged(self) -> int:
+        return self._acked
+
+    def _ok(self, _metadata: object) -> None:
+        self._acked += 1
+
+    def _err(self, exc: BaseException) -> None:
+        self.failed += 1
+        self.errors[redact(f"{type(exc).__name__}: {exc}")] += 1
+
+    def send(self, key: bytes | None, value: bytes) -> None:
+        self.sent += 1
+        try:
+            future = self._producer.send(self.settings.topic, value=value, key=key)
+        except Exception as exc:  # the record was not accepted: count it as failed
+            self._err(exc)
+            return
+        future.add_callback(self._ok)
+        future.add_errback(self._err)
+
+    def poll(self) -> None:
+        """kafka-python delivers on its own I/O thread: nothing to serve."""
+
+    def flush(self, timeout_s: float) -> int:
+        from kafka.errors import KafkaTimeoutError
+
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaTimeoutError:
+            pass
+        return self.sent - self._acked - self.failed
+
+    def close(self) -> None:
+        self._producer.close(timeout=5)
+
+
+def _confluent_config(settings: SenderSettings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": settings.linger_ms,
+        "batch.size": settings.batch_bytes,
+        "compression.type": settings.compression,
+        "partitioner": "murmur2_random",  # the Java client's: same key, same partition
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 512 * 1024,
+        "message.timeout.ms": 120_000,
+        "socket.connection.setup.timeout.ms": int(CONNECT_TIMEOUT_S * 1000),
+        # only failures come back as callbacks: acknowledged = sent - failed - still queued
+        "delivery.report.only.error": True,
+    }
+    sec = settings.security
+    if sec.get("security_protocol"):
+        config["security.protocol"] = sec["security_protocol"]
+    if sec.get("sasl_mechanism"):
+        config["sasl.mechanisms"] = sec["sasl_mechanism"]
+        config["sasl.username"] = sec["sasl_plain_username"]
+        config["sasl.password"] = sec["sasl_plain_password"]
+    if sec.get("request_timeout_ms"):
+        config["request.timeout.ms"] = sec["request_timeout_ms"]
+    if sec.get("connections_max_idle_ms"):
+        config["connections.max.idle.ms"] = sec["connections_max_idle_ms"]
+    return config
+
+
+class ConfluentSender:
+    """confluent-kafka: librdkafka does batching, compression and I/O in C threads."""
+
+    POLL_EVERY = 1000
+
+    def __init__(self, settings: SenderSettings) -> None:
+        try:
+            from confluent_kafka import KafkaException, Producer
+        except ImportError:
+            raise EcomstreamError(
+                "--client confluent needs the confluent-kafka package (pip install confluent-kafka)"
+            ) from None
+        self.settings = settings
+        self.sent = 0
+        self.failed = 0
+        self.errors: Counter[str] = Counter()
+        config = _confluent_config(settings)
+        config["error_cb"] = self._client_error
+        self._client_errors: list[str] = []
+        try:
+            self._producer = Producer(config, logger=_quiet("ecomstream.librdkafka"))
+        except KafkaException as exc:
+            raise EcomstreamError(redact(f"invalid Kafka client settings: {exc}")) from None
+        self._produce = self._producer.produce
+        self._since_poll = 0
+        try:
+            meta = self._producer.list_topics(settings.topic, timeout=CONNECT_TIMEOUT_S)
+        except KafkaException as exc:
+            detail = self._client_errors[-1] if self._client_errors else str(exc.args[0])
+            raise _unreachable(settings, detail) from None
+        # an unknown topic is fine (the broker creates it on first produce); being refused is not
+        topic_meta = meta.topics.get(settings.topic)
+        if (
+            topic_meta is not None
+            and topic_meta.error is not None
+            and ("AUTHORIZATION" in topic_meta.error.name())
+        ):
+            raise EcomstreamError(
+                redact(f"topic {settings.topic!r} is not usable: {topic_meta.error.str()}")
+            )
+
+    def _client_error(self, err: Any) -> None:
+        self._client_errors.append(redact(err.str()))
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.failed += 1
+            self.errors[redact(err.str())] += 1
+
+    @property
+    def acknowledged(self) -> int:
+        return self.sent - self.failed - len(self._producer)
+
+    def send(self, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self._produce(self.settings.topic, value, key, on_delivery=self._delivered)
+                break
+            except BufferError:  # the local queue is full: let librdkafka drain it
+                self._producer.poll(0.05)
+        self.sent += 1
+        self._since_poll += 1
+        if self._since_poll >= self.POLL_EVERY:
+            self._since_poll = 0
+            self._producer.poll(0)
+
+    def poll(self) -> None:
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        remaining = self._producer.flush(timeout_s)
+        while remaining and time.monotonic() < deadline:
+            remaining = self._producer.flush(max(deadline - time.monotonic(), 0.1))
+        self._producer.poll(0)
+        return max(self.sent - self.acknowledged - self.failed, 0)
+
+    def close(self) -> None:
+        self._producer.flush(5)
+
+
+def open_sender(settings: SenderSettings) -> Sender:
+    if settings.client == "confluent":
+        return ConfluentSender(settings)
+    if settings.client == "kafka-python":
+        return KafkaPythonSender(settings)
+    raise EcomstreamError(f"--client must be one of {', '.join(CLIENTS)}, not {settings.client!r}")
