@@ -4,6 +4,15 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
+# The dashboard's browser test drives Debian's Chromium. CI (and anyone who asks with
+# ECOMSTREAM_INSTALL_CHROMIUM=1) installs it when it can; elsewhere that one test skips, saying why.
+if { [ -n "${CI:-}" ] || [ "${ECOMSTREAM_INSTALL_CHROMIUM:-}" = 1 ]; } \
+   && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+   && [ "$(id -u)" = 0 ]; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+    >/tmp/ecomstream-chromium-install.log 2>&1 \
+    || echo "warning: could not install chromium (see /tmp/ecomstream-chromium-install.log)" >&2
+fi
 .venv/bin/python -m pytest tests "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
