@@ -1,0 +1,142 @@
+"""Schemas as module constants: the event as parsed in bronze and every layer's output contract.
+
+The event schema reads every field as a string on purpose: a price sent as ``"12.50"``, a
+quantity sent as ``2.5`` or ``true`` stays visible in bronze instead of turning into a null, and
+silver decides what it means (``docs/rules.md``).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import types as T
+
+EVENT_FIELDS: tuple[str, ...] = (
+    "order_id",
+    "order_timestamp",
+    "customer_id",
+    "product_id",
+    "product_name",
+    "category",
+    "price",
+    "quantity",
+    "currency",
+    "payment_method",
+    "city",
+    "state",
+    "country",
+)
+
+ORDER_EVENT_SCHEMA = T.StructType([T.StructField(name, T.StringType()) for name in EVENT_FIELDS])
+
+# Contract §3, in contract order. ``total_out_of_range`` is ours, always last: price and quantity
+# both valid but price x quantity does not fit the contract's decimal(14,2) total_amount.
+CONTRACT_REASON_CODES: tuple[str, ...] = (
+    "malformed_json",
+    "missing_order_id",
+    "invalid_timestamp",
+    "null_price",
+    "invalid_price",
+    "non_positive_price",
+    "null_quantity",
+    "invalid_quantity",
+    "non_positive_quantity",
+    "unknown_category",
+)
+REASON_CODES: tuple[str, ...] = (*CONTRACT_REASON_CODES, "total_out_of_range")
+
+PRICE_TYPE = T.DecimalType(12, 2)
+TOTAL_TYPE = T.DecimalType(14, 2)
+MONEY_TYPE = T.DecimalType(18, 2)
+
+KAFKA_SOURCE_SCHEMA = T.StructType(
+    [
+        T.StructField("key", T.BinaryType()),
+        T.StructField("value", T.BinaryType()),
+        T.StructField("topic", T.StringType()),
+        T.StructField("partition", T.IntegerType()),
+        T.StructField("offset", T.LongType()),
+        T.StructField("timestamp", T.TimestampType()),
+        T.StructField("timestampType", T.IntegerType()),
+    ]
+)
+
+BRONZE_SCHEMA = T.StructType(
+    [
+        T.StructField("raw_value", T.StringType()),
+        T.StructField("kafka_key", T.StringType()),
+        T.StructField("kafka_topic", T.StringType()),
+        T.StructField("kafka_partition", T.IntegerType()),
+        T.StructField("kafka_offset", T.LongType()),
+        T.StructField("kafka_timestamp", T.TimestampType()),
+        T.StructField("ingested_at", T.TimestampType()),
+        T.StructField("event", ORDER_EVENT_SCHEMA),
+    ]
+)
+
+SILVER_SCHEMA = T.StructType(
+    [
+        T.StructField("order_id", T.StringType()),
+        T.StructField("order_timestamp", T.TimestampType()),
+        T.StructField("customer_id", T.StringType()),
+        T.StructField("product_id", T.StringType()),
+        T.StructField("product_name", T.StringType()),
+        T.StructField("category", T.StringType()),
+        T.StructField("price", PRICE_TYPE),
+        T.StructField("quantity", T.IntegerType()),
+        T.StructField("currency", T.StringType()),
+        T.StructField("payment_method", T.StringType()),
+        T.StructField("city", T.StringType()),
+        T.StructField("state", T.StringType()),
+        T.StructField("country", T.StringType()),
+        T.StructField("total_amount", TOTAL_TYPE),
+        T.StructField("order_date", T.DateType()),
+        T.StructField("order_hour", T.IntegerType()),
+        T.StructField("price_band", T.StringType()),
+        T.StructField("kafka_topic", T.StringType()),
+        T.StructField("kafka_partition", T.IntegerType()),
+        T.StructField("kafka_offset", T.LongType()),
+        T.StructField("kafka_timestamp", T.TimestampType()),
+        T.StructField("ingested_at", T.TimestampType()),
+    ]
+)
+
+QUARANTINE_SCHEMA = T.StructType(
+    [
+        T.StructField("raw_value", T.StringType()),
+        T.StructField("kafka_topic", T.StringType()),
+        T.StructField("kafka_partition", T.IntegerType()),
+        T.StructField("kafka_offset", T.LongType()),
+        T.StructField("reasons", T.ArrayType(T.StringType(), containsNull=False)),
+        T.StructField("quarantined_at", T.TimestampType()),
+        T.StructField("order_id", T.StringType()),
+        T.StructField("kafka_timestamp", T.TimestampType()),
+        T.StructField("ingested_at", T.TimestampType()),
+    ]
+)
+
+CATEGORY_SALES_SCHEMA = T.StructType(
+    [
+        T.StructField("window_start", T.TimestampType()),
+        T.StructField("window_end", T.TimestampType()),
+        T.StructField("category", T.StringType()),
+        T.StructField("order_count", T.LongType()),
+        T.StructField("units_sold", T.LongType()),
+        T.StructField("revenue", MONEY_TYPE),
+        T.StructField("avg_order_value", MONEY_TYPE),
+    ]
+)
+
+LOCATION_SALES_SCHEMA = T.StructType(
+    [
+        T.StructField("window_start", T.TimestampType()),
+        T.StructField("window_end", T.TimestampType()),
+        T.StructField("country", T.StringType()),
+        T.StructField("city", T.StringType()),
+        T.StructField("order_count", T.LongType()),
+        T.StructField("units_sold", T.LongType()),
+        T.StructField("revenue", MONEY_TYPE),
+    ]
+)
+
+# Grain of each gold table: the MERGE keys (null-safe: a valid order may lack country or city).
+CATEGORY_SALES_KEYS: tuple[str, ...] = ("window_start", "window_end", "category")
+LOCATION_SALES_KEYS: tuple[str, ...] = ("window_start", "window_end", "country", "city")

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+from chispa import assert_df_equality
+
+from ecomstream.errors import EcomstreamError
+from ecomstream.schemas import CATEGORY_SALES_SCHEMA, LOCATION_SALES_SCHEMA, SILVER_SCHEMA
+from ecomstream.transforms.gold import category_sales, location_sales, parse_window
+
+
+def _silver(spark, rows):
+    """Silver rows from (timestamp, category, country, city, price, quantity)."""
+    full = []
+    for i, (ts, category, country, city, price, quantity) in enumerate(rows):
+        price = Decimal(price)
+        full.append(
+            (
+                f"o-{i}",
+                ts,
+                "C",
+                "P",
+                "p",
+                category,
+                price,
+                quantity,
+                "USD",
+                "paypal",
+                city,
+                "S",
+                country,
+                price * quantity,
+                ts.date(),
+                ts.hour,
+                "under_25",
+                "orders",
+                0,
+                i,
+                ts,
+                ts,
+            )
+        )
+    return spark.createDataFrame(full, SILVER_SCHEMA)
+
+
+def test_category_sales_per_minute_with_exact_decimals(spark):
+    silver = _silver(
+        spark,
+        [
+            (datetime(2026, 11, 25, 10, 0, 0), "Books", "US", "Austin", "10.00", 1),
+            (datetime(2026, 11, 25, 10, 0, 59, 999999), "Books", "US", "Austin", "0.01", 2),
+            (datetime(2026, 11, 25, 10, 0, 30), "Books", "DE", "Berlin", "0.02", 1),
+            (datetime(2026, 11, 25, 10, 1, 0), "Books", "US", "Austin", "3.33", 3),
+            (datetime(2026, 11, 25, 10, 0, 1), "Toys", "US", "Dallas", "0.10", 5),
+        ],
+    )
+    actual = category_sales(silver)
+    assert [(f.name, f.dataType) for f in actual.schema] == [
+        (f.name, f.dataType) for f in CATEGORY_SALES_SCHEMA
+    ]
+    m0, m1, m2 = (datetime(2026, 11, 25, 10, m) for m in range(3))
+    expected = spark.createDataFrame(
+        [
+            # 10.04 / 3 = 3.3466.. -> 3.35
+            (m0, m1, "Books", 3, 4, Decimal("10.04"), Decimal("3.35")),
+            (m1, m2, "Books", 1, 3, Decimal("9.99"), Decimal("9.99")),
+            (m0, m1, "Toys", 1, 5, Decimal("0.50"), Decimal("0.50")),
+        ],
+        CATEGORY_SALES_SCHEMA,
+    )
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_average_rounds_half_up_exactly(spark):
+    # 0.01 + 0.02 = 0.03 over 2 orders = 0.015 -> 0.02 (half-up), 0.05 / 4 = 0.0125 -> 0.01
+    t = datetime(2026, 11, 25, 10, 0)
+    silver = _silver(
+        spark,
+        [
+            (t, "Books", "US", "A", "0.01", 1),
+            (t, "Books", "US", "A", "0.02", 1),
+            (t, "Toys", "US", "A", "0.01", 1),
+            (t, "Toys", "US", "A", "0.02", 1),
+            (t, "Toys", "US", "A", "0.01", 1),
+            (t, "Toys", "US", "A", "0.01", 1),
+        ],
+    )
+    got = {r.category: r.avg_order_value for r in category_sales(silver).collect()}
+    assert got == {"Books": Decimal("0.02"), "Toys": Decimal("0.01")}
+
+
+def test_location_sales_by_window_country_city(spark):
+    t = datetime(2026, 11, 25, 10, 0, 10)
+    silver = _silver(
+        spark,
+        [
+            (t, "Books", "US", "Austin", "1.10", 1),
+            (t, "Toys", "US", "Austin", "2.20", 2),
+            (t, "Toys", "US", None, "3.30", 1),
+            (datetime(2026, 11, 25, 10, 7), "Books", "FR", "Paris", "9999999999.99", 1),
+        ],
+    )
+    actual = location_sales(silver, "5 minutes")
+    w0, w5, w10 = (datetime(2026, 11, 25, 10, m) for m in (0, 5, 10))
+    expected = spark.createDataFrame(
+        [
+            (w0, w5, "US", "Austin", 2, 3, Decimal("5.50")),
+            (w0, w5, "US", None, 1, 1, Decimal("3.30")),
+            (w5, w10, "FR", "Paris", 1, 1, Decimal("9999999999.99")),
+        ],
+        LOCATION_SALES_SCHEMA,
+    )
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "normal"),
+    [
+        ("1 minute", "1 minute"),
+        ("  5   Minutes ", "5 minutes"),
+        ("30 seconds", "30 seconds"),
+        ("1 hour 30 minutes", "1 hour 30 minutes"),
+        ("2 days", "2 days"),
+        ("500 milliseconds", "500 milliseconds"),
+    ],
+)
+def test_parse_window_accepts_fixed_durations(text, normal):
+    assert parse_window(text) == normal
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "minute",
+        "0 minutes",
+        "-1 minute",
+        "1 month",
+        "1 year",
+        "1.5 minutes",
+        "1 minute x",
+        "abc",
+        "1 fortnight",
+        "1minute and 2 seconds",
+    ],
+)
+def test_parse_window_rejects_with_one_line(text):
+    with pytest.raises(EcomstreamError) as info:
+        parse_window(text)
+    assert "\n" not in str(info.value)
+    assert "--window" in str(info.value)

@@ -1,0 +1,241 @@
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+import pytest
+from chispa import assert_df_equality
+
+from ecomstream.schemas import QUARANTINE_SCHEMA, SILVER_SCHEMA
+from ecomstream.transforms.bronze import to_bronze
+from ecomstream.transforms.silver import first_per_order, validate
+from tests.unit.order_strategies import Raw, clean_order, dumps, kafka_frame, payloads_to_records
+
+
+def _split(spark, payloads):
+    bronze = to_bronze(kafka_frame(spark, payloads_to_records(payloads)))
+    return validate(bronze)
+
+
+def _with(**changes):
+    event = clean_order(order_id="o-1")
+    for name, value in changes.items():
+        if value is _ABSENT:
+            del event[name]
+        else:
+            event[name] = value
+    return dumps(event)
+
+
+_ABSENT = object()
+
+# payload -> reasons (empty: valid). Every contract rule, the edge cases the brief names, and
+# the decisions docs/rules.md records (2.0 is an integer, no offset means UTC, HALF_UP).
+CASES: list[tuple[str | None, list[str]]] = [
+    (_with(), []),
+    (None, ["malformed_json"]),
+    ("", ["malformed_json"]),
+    ("   ", ["malformed_json"]),
+    ("not json", ["malformed_json"]),
+    ("[1, 2]", ["malformed_json"]),
+    ('[{"order_id": "x"}]', ["malformed_json"]),
+    ("42", ["malformed_json"]),
+    ('"a string"', ["malformed_json"]),
+    ("true", ["malformed_json"]),
+    ("null", ["malformed_json"]),
+    (_with() + " trailing", ["malformed_json"]),
+    (_with() + _with(), ["malformed_json"]),
+    (_with()[:-1], ["malformed_json"]),
+    ("{'order_id': 'x'}", ["malformed_json"]),
+    ('{"price": NaN}', ["malformed_json"]),
+    (
+        "{}",
+        [
+            "missing_order_id",
+            "invalid_timestamp",
+            "null_price",
+            "null_quantity",
+            "unknown_category",
+        ],
+    ),
+    (_with(order_id=_ABSENT), ["missing_order_id"]),
+    (_with(order_id=None), ["missing_order_id"]),
+    (_with(order_id=""), ["missing_order_id"]),
+    (_with(order_id=" \t\n"), ["missing_order_id"]),
+    (_with(order_timestamp=_ABSENT), ["invalid_timestamp"]),
+    (_with(order_timestamp=None), ["invalid_timestamp"]),
+    (_with(order_timestamp="yesterday"), ["invalid_timestamp"]),
+    (_with(order_timestamp="2026"), ["invalid_timestamp"]),
+    (_with(order_timestamp="2026-11-25"), ["invalid_timestamp"]),
+    (_with(order_timestamp="2026-02-30T10:00:00Z"), ["invalid_timestamp"]),
+    (_with(order_timestamp="2026-11-25T24:00:00Z"), ["invalid_timestamp"]),
+    (_with(order_timestamp="2026-11-25T10:00:00+01:00"), []),
+    (_with(order_timestamp="2026-11-25T10:00:00"), []),
+    (_with(price=_ABSENT), ["null_price"]),
+    (_with(price=None), ["null_price"]),
+    (_with(price="abc"), ["invalid_price"]),
+    (_with(price=Raw("true")), ["invalid_price"]),
+    (_with(price={"amount": 1}), ["invalid_price"]),
+    (_with(price=[1]), ["invalid_price"]),
+    (_with(price="Infinity"), ["invalid_price"]),
+    (_with(price=Raw("1e400")), ["invalid_price"]),
+    (_with(price=Raw("10000000000")), ["invalid_price"]),
+    (_with(price=Raw("-10000000000")), ["invalid_price", "non_positive_price"]),
+    (_with(price=Raw("0")), ["non_positive_price"]),
+    (_with(price="-3.5"), ["non_positive_price"]),
+    (_with(price=Raw("0.004")), ["non_positive_price"]),
+    (_with(price=Raw("0.005")), []),
+    (_with(price=Raw("9999999999.99")), []),
+    (_with(quantity=_ABSENT), ["null_quantity"]),
+    (_with(quantity=None), ["null_quantity"]),
+    (_with(quantity=Raw("2.5")), ["invalid_quantity"]),
+    (_with(quantity="2.5"), ["invalid_quantity"]),
+    (_with(quantity="abc"), ["invalid_quantity"]),
+    (_with(quantity=Raw("true")), ["invalid_quantity"]),
+    (_with(quantity={}), ["invalid_quantity"]),
+    (_with(quantity=Raw("2147483648")), ["invalid_quantity"]),
+    (_with(quantity=Raw("-2.5")), ["invalid_quantity", "non_positive_quantity"]),
+    (_with(quantity="2.0000000000000000000000000000001"), ["invalid_quantity"]),
+    (_with(quantity=Raw("2.0")), []),
+    (_with(quantity=Raw("1e2")), []),
+    (_with(quantity=" 7 "), []),
+    (_with(quantity=Raw("0")), ["non_positive_quantity"]),
+    (_with(quantity="-1"), ["non_positive_quantity"]),
+    (_with(category="books"), ["unknown_category"]),
+    (_with(category=_ABSENT), ["unknown_category"]),
+    (_with(price=Raw("9999999999.99"), quantity=Raw("1000")), ["total_out_of_range"]),
+    (
+        dumps(
+            {
+                "order_id": "",
+                "order_timestamp": "x",
+                "price": "y",
+                "quantity": Raw("-1"),
+                "category": "Nope",
+            }
+        ),
+        [
+            "missing_order_id",
+            "invalid_timestamp",
+            "invalid_price",
+            "non_positive_quantity",
+            "unknown_category",
+        ],
+    ),
+    (
+        dumps({"price": None, "quantity": "q"}),
+        [
+            "missing_order_id",
+            "invalid_timestamp",
+            "null_price",
+            "invalid_quantity",
+            "unknown_category",
+        ],
+    ),
+]
+
+
+def test_reasons_follow_the_contract_in_contract_order(spark):
+    valid, quarantined = _split(spark, [payload for payload, _ in CASES])
+    got: dict[int, list[str]] = {r.kafka_offset: list(r.reasons) for r in quarantined.collect()}
+    for r in valid.select("kafka_offset").collect():
+        assert r.kafka_offset not in got, f"offset {r.kafka_offset} is both valid and quarantined"
+        got[r.kafka_offset] = []
+    mismatches = [
+        (payload, expected, got.get(offset))
+        for offset, (payload, expected) in enumerate(CASES)
+        if got.get(offset) != expected
+    ]
+    assert mismatches == []
+
+
+def test_a_valid_order_becomes_a_typed_silver_row(spark):
+    payload = dumps(
+        clean_order(order_id="o-9", price="19.995", quantity="3")
+        | {"order_timestamp": "2026-11-25T23:30:15.1234567-02:00", "extra": {"ignored": True}}
+    )
+    valid, quarantined = _split(spark, [payload])
+    assert quarantined.count() == 0
+    assert [(f.name, f.dataType) for f in valid.schema] == [
+        (f.name, f.dataType) for f in SILVER_SCHEMA
+    ]
+    actual = valid.drop("kafka_timestamp", "ingested_at")
+    expected = spark.createDataFrame(
+        [
+            (
+                "o-9",
+                datetime(2026, 11, 26, 1, 30, 15, 123456),
+                "C-1",
+                "P-1",
+                "A Book",
+                "Books",
+                Decimal("20.00"),
+                3,
+                "USD",
+                "paypal",
+                "Austin",
+                "TX",
+                "US",
+                Decimal("60.00"),
+                date(2026, 11, 26),
+                1,
+                "under_25",
+                "orders",
+                0,
+                0,
+            )
+        ],
+        actual.schema,
+    )
+    assert_df_equality(actual, expected, ignore_nullable=True)
+
+
+def test_quarantine_keeps_the_payload_and_coordinates(spark):
+    _, quarantined = _split(spark, ["garbage", _with(price="x")])
+    assert [f.name for f in quarantined.schema] == QUARANTINE_SCHEMA.fieldNames()
+    rows = sorted(quarantined.collect(), key=lambda r: r.kafka_offset)
+    assert [(r.raw_value, r.kafka_partition, r.kafka_offset, r.order_id) for r in rows] == [
+        ("garbage", 0, 0, None),
+        (_with(price="x"), 0, 1, "o-1"),
+    ]
+    assert all(r.quarantined_at is not None for r in rows)
+
+
+def test_invalid_utf8_is_malformed(spark):
+    valid, quarantined = _split(spark, [b'{"order_id": "\xc3\x28"}'])
+    assert valid.count() == 0
+    assert [list(r.reasons) for r in quarantined.collect()] == [["malformed_json"]]
+
+
+def test_order_date_does_not_depend_on_the_session_time_zone(spark):
+    payload = _with(order_timestamp="2026-11-25T23:30:00Z")
+    previous = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "Asia/Tokyo")
+    try:
+        row = _split(spark, [payload])[0].select("order_date", "order_hour").first()
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", previous)
+    assert row is not None
+    assert (row.order_date, row.order_hour) == (date(2026, 11, 25), 23)
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_first_per_order_keeps_the_lowest_coordinates(spark, partitions):
+    payloads = [
+        _with(order_id=oid, price=price)
+        for oid, price in [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4"), ("b", "5"), ("a", "6")]
+    ]
+    records = payloads_to_records(payloads, partitions)
+    valid, _ = validate(to_bronze(kafka_frame(spark, records)))
+    kept = {
+        r.order_id: (r.kafka_partition, r.kafka_offset, r.price)
+        for r in first_per_order(valid).collect()
+    }
+    expected = {}
+    for record, payload in sorted(
+        zip(records, payloads, strict=True), key=lambda rp: (rp[0].partition, rp[0].offset)
+    ):
+        order_id = payload.split('"order_id": "')[1].split('"')[0]
+        price = Decimal(payload.split('"price": "')[1].split('"')[0]).quantize(Decimal("0.01"))
+        expected.setdefault(order_id, (record.partition, record.offset, price))
+    assert kept == expected
