@@ -8,7 +8,7 @@ import json
 import os
 import random
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +102,8 @@ class ProduceSettings:
     client: str
     compression: str
     linger_ms: int
-    security: dict[str, Any]
     summary_json: Path | None
+    security: dict[str, Any] = field(default_factory=dict, repr=False)  # the Event Hubs secret
 
 
 def settings_from_args(args: argparse.Namespace) -> ProduceSettings:

@@ -65,6 +65,7 @@ EVENT_FIELDS: tuple[str, ...] = (
 MAX_JITTER_MS = 2_000  # event time trails the clock by up to this much
 LATE_MIN_S = 120.0  # a late event is 2 minutes ..
 LATE_MAX_S = 6 * 3600.0  # .. to 6 hours old
+BLOCK = 1_024  # orders drawn at once
 HISTORY = 1_000  # how many recent valid records a duplicate may re-send
 
 UNKNOWN_CATEGORIES = (
@@ -176,7 +177,12 @@ class OrderGenerator:
         self.seed = seed
         self.fault_rate = fault_rate
         self.catalog = catalog or catalog_mod.build(seed, categories)
-        self._rng = random.Random(seed)
+        # two streams: per-order fields are drawn in fixed blocks, fault decisions one by one,
+        # so neither depends on the batch sizes a caller asks for
+        self._orders_rng = random.Random(f"orders-{seed}")
+        self._rng = random.Random(f"faults-{seed}")
+        self._block: list[tuple[Any, ...]] = []
+        self._pos = 0
         self._clock = clock
         self._sim_ms: float | None = None
         if start_time is not None:
@@ -234,42 +240,57 @@ class OrderGenerator:
         return False
 
     # -- orders -----------------------------------------------------------------------------
-    def batch(self, n: int) -> list[Record]:
-        """The next ``n`` records."""
-        rng = self._rng
+    def _refill(self) -> None:
+        """Draw the next :data:`BLOCK` orders' fields at once (everything but the time)."""
+        rng = self._orders_rng
         cust, prods, qtys, pays, jitter = (
-            list(map(table.__getitem__, _uint16s(rng, n))) for table in self._tables
+            list(map(table.__getitem__, _uint16s(rng, BLOCK))) for table in self._tables
         )
+        hex_ids = _random_hex(rng, BLOCK)
+        ids = [uuid4_text(hex_ids[i : i + 32]) for i in range(0, 32 * BLOCK, 32)]
+        self._block = list(zip(ids, cust, prods, qtys, pays, jitter, strict=True))
+        self._pos = 0
+
+    def _take(self, n: int) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        while len(out) < n:
+            if self._pos >= len(self._block):
+                self._refill()
+            take = min(n - len(out), len(self._block) - self._pos)
+            out.extend(self._block[self._pos : self._pos + take])
+            self._pos += take
+        return out
+
+    def batch(self, n: int) -> list[Record]:
+        """The next ``n`` records (the stream does not depend on how it is cut into batches)."""
+        drawn = self._take(n)
         bases = self._now_ms(n)
         cfrag, lfrag = self.catalog.customer_fragments, self.catalog.location_fragments
         currency = self.catalog.currency
-        hex_ids = _random_hex(rng, n)
         time_text = self._time_text
         history = self._history
+        faulty = self._faulty if self.fault_rate else None
         out: list[Record] = []
         append = out.append
-        for i in range(n):
-            order_id = uuid4_text(hex_ids[32 * i : 32 * i + 32])
-            event_ms = bases[i] - jitter[i]
-            c = cust[i]
-            if self.fault_rate and self._faulty():
+        for i, (order_id, c, product, quantity, payment, jitter) in enumerate(drawn):
+            event_ms = bases[i] - jitter
+            kind = None
+            if faulty is not None and faulty():
                 kind = self._next_kind()
                 if kind == "late":
                     event_ms -= int(1000 * self._late_seconds())
-            else:
-                kind = None
             value = (
                 f'{{"order_id":"{order_id}","order_timestamp":"{time_text(event_ms)}",'
-                f'{cfrag[c]},{prods[i]},"quantity":{qtys[i]},"currency":"{currency}",'
-                f"{pays[i]},{lfrag[c]}}}"
+                f'{cfrag[c]},{product},"quantity":{quantity},"currency":"{currency}",'
+                f"{payment},{lfrag[c]}}}"
             ).encode()
             key = order_id.encode()
             if kind is None or kind == "late":
                 history.append((key, value))
                 append((key, value, kind))
             elif kind == "duplicate":
-                # the new order is not sent: its draws were made so the stream stays aligned
-                old_key, old_value = history[rng.randrange(len(history))]
+                # this order's draws are skipped, not shifted: the stream stays aligned
+                old_key, old_value = history[self._rng.randrange(len(history))]
                 append((old_key, old_value, kind))
             else:
                 append(self._inject(kind, key, value))

@@ -98,6 +98,7 @@ class KafkaPythonSender:
             "batch_size": settings.batch_bytes,
             "compression_type": None if settings.compression == "none" else settings.compression,
             "max_block_ms": int(CONNECT_TIMEOUT_S * 1000),
+            "bootstrap_timeout_ms": int(CONNECT_TIMEOUT_S * 1000),
             "request_timeout_ms": 30_000,
         }
         config.update(settings.security)
@@ -208,7 +209,9 @@ class ConfluentSender:
         try:
             meta = self._producer.list_topics(settings.topic, timeout=CONNECT_TIMEOUT_S)
         except KafkaException as exc:
-            detail = self._client_errors[-1] if self._client_errors else str(exc.args[0])
+            self._producer.poll(0)  # serves error_cb: the connection error says the most
+            first = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+            detail = self._client_errors[-1] if self._client_errors else first
             raise _unreachable(settings, detail) from None
         # an unknown topic is fine (the broker creates it on first produce); being refused is not
         topic_meta = meta.topics.get(settings.topic)
