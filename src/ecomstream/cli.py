@@ -19,6 +19,8 @@ from ecomstream.errors import EcomstreamError, redact
 COMMAND_MODULES = {
     "kafka": "ecomstream.broker_cli",
     "produce": "ecomstream.producer.cli",
+    "status": "ecomstream.status_cli",
+    "demo": "ecomstream.demo.cli",
 }
 
 

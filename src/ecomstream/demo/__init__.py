@@ -1,0 +1,1 @@
+"""``ecomstream demo``: orchestration, live status and the dashboard of gold."""
