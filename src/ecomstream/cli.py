@@ -19,6 +19,7 @@ from ecomstream.errors import EcomstreamError, redact
 COMMAND_MODULES = {
     "kafka": "ecomstream.broker_cli",
     "produce": "ecomstream.producer.cli",
+    "pipeline": "ecomstream.jobs.cli",
     "status": "ecomstream.status_cli",
     "demo": "ecomstream.demo.cli",
 }

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
+    from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
+    from pyspark.sql.types import StructType
 
 # The tables every environment maps: the contract's five plus the per-batch metrics table.
 TABLE_KEYS: tuple[str, ...] = (
@@ -54,6 +56,21 @@ class TableRef:
             writer.save(self.path)
         else:
             writer.saveAsTable(str(self.name))
+
+    def write_stream(self, writer: DataStreamWriter) -> StreamingQuery:
+        if self.path is not None:
+            return writer.start(self.path)
+        return writer.toTable(str(self.name))
+
+    def create_if_missing(self, spark: SparkSession, schema: StructType) -> None:
+        from delta.tables import DeltaTable
+
+        builder = DeltaTable.createIfNotExists(spark).addColumns(schema)
+        if self.path is not None:
+            builder = builder.location(self.path)
+        else:
+            builder = builder.tableName(str(self.name))
+        builder.execute()
 
     def delta_table(self, spark: SparkSession):  # type: ignore[no-untyped-def]
         from delta.tables import DeltaTable

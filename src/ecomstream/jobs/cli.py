@@ -1,0 +1,91 @@
+"""``ecomstream pipeline``: Kafka -> bronze -> silver (+ quarantine) -> gold."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ecomstream.cli import add_option
+from ecomstream.paths import DEFAULT_DATA_DIR
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "pipeline", help="run the streaming pipeline (bronze, silver, quarantine, gold)"
+    )
+    add_option(parser, "--bootstrap-servers", default="", help="Kafka bootstrap servers")
+    add_option(parser, "--topic", default="", help="the topic the orders arrive on")
+    add_option(
+        parser,
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="where the tables and checkpoints live (local profile)",
+    )
+    add_option(
+        parser,
+        "--once",
+        action="store_true",
+        default=False,
+        help="process everything on the topic now, update all tables, exit",
+    )
+    add_option(parser, "--window", default="1 minute", help="gold tumbling window size")
+    add_option(parser, "--profile", default="local", help="environment: local | databricks")
+    add_option(
+        parser,
+        "--trigger-interval",
+        default="1 second",
+        help="processing-time trigger of the continuous queries ('0' = back to back)",
+    )
+    add_option(
+        parser,
+        "--max-offsets-per-trigger",
+        type=int,
+        default=500_000,
+        help="records per bronze micro-batch at most",
+    )
+    add_option(
+        parser,
+        "--starting-offsets",
+        default="earliest",
+        help="where a new bronze checkpoint starts on the topic: earliest | latest",
+    )
+    add_option(
+        parser,
+        "--wait-for-topic",
+        type=float,
+        default=0.0,
+        help="seconds to wait for the topic to appear before failing",
+    )
+    add_option(
+        parser,
+        "--categories",
+        default="",
+        help="comma-separated category catalogue (default: the contract's eight)",
+    )
+    parser.set_defaults(func=_pipeline)
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from ecomstream.jobs import pipeline
+    from ecomstream.jobs.settings import PipelineSettings
+
+    extra: dict[str, Any] = {}
+    if args.categories.strip():
+        extra["categories"] = tuple(c.strip() for c in args.categories.split(",") if c.strip())
+    settings = PipelineSettings(
+        topic=args.topic,
+        data_dir=args.data_dir,
+        bootstrap_servers=args.bootstrap_servers,
+        profile=args.profile,
+        once=args.once,
+        window=args.window,
+        trigger_interval=args.trigger_interval,
+        max_offsets_per_trigger=args.max_offsets_per_trigger,
+        starting_offsets=args.starting_offsets,
+        wait_for_topic_s=args.wait_for_topic,
+        **extra,
+    )
+    pipeline.configure_logging()
+    return pipeline.run(settings)

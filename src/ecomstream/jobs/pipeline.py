@@ -1,0 +1,194 @@
+"""Wiring: validate at the edge, create the tables, run bronze -> silver -> gold.
+
+``--once``: each query with an availableNow trigger, one after the other (bronze drains the
+topic, then silver drains bronze, then gold drains silver), so when it returns every table is
+up to date with everything that was on the topic at start. Continuous: the three queries run
+side by side on processing-time triggers until SIGINT/SIGTERM, which stop them cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ecomstream import adapters
+from ecomstream.adapters.base import Environment, hook
+from ecomstream.errors import EcomstreamError
+from ecomstream.jobs.settings import PipelineSettings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+    from pyspark.sql.types import StructType
+
+    from ecomstream.jobs.base import StreamJob
+
+log = logging.getLogger("ecomstream.pipeline")
+POLL_S = 0.5
+
+
+def run(settings: PipelineSettings) -> int:
+    """Run the pipeline; returns the exit code (0: the work asked for was done)."""
+    # collect()/createDataFrame() turn timestamps into naive Python datetimes in the local zone
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    env = adapters.get(settings.profile, **settings.adapter_settings())
+    try:
+        hook(env, "preflight")()
+        hook(env, "bind")(settings.topic, settings.window)
+        spark = env.spark()
+        ensure_tables(spark, env, settings)
+        jobs = make_jobs(env, settings)
+        mode = "once" if settings.once else f"continuous, trigger {settings.trigger_interval}"
+        log.info(
+            '{"event": "start", "topic": "%s", "profile": "%s", "mode": "%s", "window": "%s"}',
+            settings.topic,
+            settings.profile,
+            mode,
+            settings.window,
+        )
+        with _stop_on_sigterm():
+            if settings.once:
+                run_once(jobs)
+            else:
+                run_continuous(jobs)
+        return 0
+    finally:
+        hook(env, "close")()
+
+
+def make_jobs(env: Environment, settings: PipelineSettings) -> list[StreamJob]:
+    from ecomstream.jobs.bronze import BronzeJob
+    from ecomstream.jobs.gold import GoldJob
+    from ecomstream.jobs.silver import SilverJob
+
+    return [BronzeJob(env, settings), SilverJob(env, settings), GoldJob(env, settings)]
+
+
+def table_schemas(spark: SparkSession, settings: PipelineSettings) -> dict[str, StructType]:
+    """Each table's schema, taken from the pure transforms applied to an empty input."""
+    from ecomstream.jobs.metrics import METRICS_SCHEMA
+    from ecomstream.schemas import KAFKA_SOURCE_SCHEMA
+    from ecomstream.transforms.bronze import to_bronze
+    from ecomstream.transforms.gold import category_sales, location_sales
+    from ecomstream.transforms.silver import validate
+
+    bronze = to_bronze(spark.createDataFrame([], KAFKA_SOURCE_SCHEMA))
+    valid, quarantined = validate(bronze, settings.categories)
+    return {
+        "bronze/orders": bronze.schema,
+        "silver/orders": valid.schema,
+        "silver/quarantine": quarantined.schema,
+        "gold/category_sales": category_sales(valid, settings.window).schema,
+        "gold/location_sales": location_sales(valid, settings.window).schema,
+        "metrics/pipeline_batches": METRICS_SCHEMA,
+    }
+
+
+def ensure_tables(spark: SparkSession, env: Environment, settings: PipelineSettings) -> None:
+    """Create the empty tables a downstream query reads, so an empty topic is not an error."""
+    from pyspark.sql import types as T
+
+    for key, schema in table_schemas(spark, settings).items():
+        # nullable at the top level: NOT NULL constraints would only add ways to fail a batch
+        lenient = T.StructType([T.StructField(f.name, f.dataType, True) for f in schema.fields])
+        env.table(key).create_if_missing(spark, lenient)
+
+
+def run_once(jobs: list[StreamJob]) -> None:
+    for job in jobs:
+        query = job.start()
+        try:
+            _await(job, query)
+        except BaseException:
+            _stop_all(jobs)
+            raise
+        record = getattr(job, "record_progress", None)
+        if record is not None:
+            record()
+
+
+def run_continuous(jobs: list[StreamJob]) -> None:
+    for job in jobs:
+        job.start()
+    try:
+        while True:
+            for job in jobs:
+                _check(job)
+            for job in jobs:
+                record = getattr(job, "record_progress", None)
+                if record is not None:
+                    record()
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        log.info('{"event": "stopping", "reason": "interrupted"}')
+        _stop_all(jobs)
+        for job in jobs:
+            record = getattr(job, "record_progress", None)
+            if record is not None:
+                with contextlib.suppress(Exception):
+                    record()
+        log.info('{"event": "stopped"}')
+
+
+def _await(job: StreamJob, query: StreamingQuery) -> None:
+    while query.isActive:
+        time.sleep(POLL_S)
+    _check(job)
+
+
+def _check(job: StreamJob) -> None:
+    query = job.query
+    if query is None:
+        return
+    if query.isActive:
+        return
+    exc = query.exception()
+    if exc is not None:
+        raise EcomstreamError(f"the {job.name} query failed: {_first_line(exc)}", exit_code=1)
+    if not job.settings.once:
+        raise EcomstreamError(f"the {job.name} query stopped unexpectedly", exit_code=1)
+
+
+def _first_line(exc: Any) -> str:
+    text = str(getattr(exc, "desc", None) or exc)
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("==="):
+            return line[:400]
+    return type(exc).__name__
+
+
+def _stop_all(jobs: list[StreamJob]) -> None:
+    for job in reversed(jobs):
+        if job.query is not None:
+            with contextlib.suppress(Exception):
+                job.query.stop()
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C: the queries are stopped, not torn down mid-write."""
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False

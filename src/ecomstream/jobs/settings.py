@@ -1,0 +1,105 @@
+"""One frozen, typed settings object for a pipeline run, validated once at the edge."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ecomstream.catalogue import DEFAULT_CATEGORIES
+from ecomstream.errors import EcomstreamError
+
+PROFILES = ("local", "databricks")
+STARTING_OFFSETS = ("earliest", "latest")
+_INTERVAL = re.compile(
+    r"^\s*(\d+(\.\d+)?)\s*(ms|millisecond|milliseconds|s|sec|second|seconds)\s*$"
+)
+
+# Test hooks (documented in docs/pipeline.md); never set in production.
+PAUSE_HOOK_ENV = "ECOMSTREAM_TEST_PAUSE_IN_BATCH"  # "<query>:<seconds>"
+UNSAFE_NO_IDEMPOTENCE_ENV = "ECOMSTREAM_UNSAFE_NO_IDEMPOTENCE"  # "1": drop txnAppId/txnVersion
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    topic: str
+    data_dir: Path
+    bootstrap_servers: str = ""
+    profile: str = "local"
+    once: bool = False
+    window: str = "1 minute"
+    trigger_interval: str = "1 second"
+    max_offsets_per_trigger: int | None = 500_000
+    starting_offsets: str = "earliest"
+    wait_for_topic_s: float = 0.0
+    categories: tuple[str, ...] = DEFAULT_CATEGORIES
+    spark_conf: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from ecomstream.transforms.gold import parse_window
+
+        if self.profile not in PROFILES:
+            raise EcomstreamError(
+                f"unknown --profile {self.profile!r}: choose one of {', '.join(PROFILES)}"
+            )
+        if not self.topic or not self.topic.strip():
+            raise EcomstreamError("--topic is required (or ECOMSTREAM_TOPIC)")
+        if self.profile == "local" and not self.bootstrap_servers.strip():
+            raise EcomstreamError(
+                "--bootstrap-servers is required (or ECOMSTREAM_BOOTSTRAP_SERVERS)"
+            )
+        object.__setattr__(self, "window", parse_window(self.window))
+        object.__setattr__(self, "trigger_interval", parse_interval(self.trigger_interval))
+        if self.max_offsets_per_trigger is not None and self.max_offsets_per_trigger <= 0:
+            raise EcomstreamError("--max-offsets-per-trigger must be a positive number of records")
+        if self.starting_offsets not in STARTING_OFFSETS:
+            raise EcomstreamError(
+                f"invalid --starting-offsets {self.starting_offsets!r}: earliest or latest"
+            )
+        if self.wait_for_topic_s < 0:
+            raise EcomstreamError("--wait-for-topic must be >= 0 seconds")
+
+    def adapter_settings(self) -> dict[str, Any]:
+        """What ``adapters.get(profile, **...)`` receives; each adapter takes what it needs."""
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            "topic": self.topic,
+            "data_dir": str(self.data_dir),
+            "starting_offsets": self.starting_offsets,
+            "max_offsets_per_trigger": self.max_offsets_per_trigger,
+            "wait_for_topic_s": self.wait_for_topic_s,
+            "spark_conf": self.spark_conf,
+        }
+
+
+def parse_interval(text: str) -> str:
+    """``"1 second"``, ``"500 ms"``, ``"0"`` -> Spark's processingTime form ("N milliseconds")."""
+    cleaned = str(text).strip().lower()
+    if cleaned in {"0", "0s"}:
+        return "0 seconds"
+    match = _INTERVAL.match(cleaned)
+    if match is None:
+        raise EcomstreamError(
+            f"invalid --trigger-interval {text!r}: expected e.g. '1 second', '500 ms' or '0'"
+        )
+    value = float(match.group(1))
+    millis = value if match.group(3).startswith("m") else value * 1000
+    return f"{round(millis)} milliseconds"
+
+
+def pause_hook(query: str) -> float:
+    """Seconds to sleep inside a ``query`` batch after its table writes (test hook), else 0."""
+    raw = os.environ.get(PAUSE_HOOK_ENV, "")
+    name, _, seconds = raw.partition(":")
+    if name != query:
+        return 0.0
+    try:
+        return max(0.0, float(seconds))
+    except ValueError:
+        return 0.0
+
+
+def idempotence_enabled() -> bool:
+    return os.environ.get(UNSAFE_NO_IDEMPOTENCE_ENV, "") != "1"
