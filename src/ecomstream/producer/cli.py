@@ -170,6 +170,7 @@ def settings_from_args(args: argparse.Namespace) -> ProduceSettings:
     if not topic:
         raise EcomstreamError("no topic: give --topic (or ECOMSTREAM_TOPIC)")
 
+    client = args.client or default_client()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     return ProduceSettings(
         bootstrap_servers=bootstrap,
@@ -181,8 +182,8 @@ def settings_from_args(args: argparse.Namespace) -> ProduceSettings:
         fault_rate=args.fault_rate,
         start_time=start_time,
         categories=categories,
-        client=args.client or default_client(),
-        compression=compression or "lz4",
+        client=client,
+        compression=compression or ("lz4" if client == "confluent" else "none"),
         linger_ms=args.linger_ms,
         security=security,
         summary_json=args.summary_json,

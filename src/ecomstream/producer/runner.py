@@ -94,7 +94,6 @@ def run(
     summary = Summary(seed=generator.seed)
     faults = summary.faults
     batch_size = MAX_BATCH if rate <= 0 else max(1, min(MAX_BATCH, int(rate / 20)))
-    send = sender.send
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread: no signal handling
@@ -116,8 +115,7 @@ def run(
                     sleep(min(ahead, 0.5))
                     continue
             batch = generator.batch(n)
-            for key, value, _kind in batch:
-                send(key, value)
+            sender.send_batch(batch)
             _count_kinds(batch, faults, summary)
             batch = []
             if progress is not None and progress.due():

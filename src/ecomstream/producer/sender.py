@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,6 +53,8 @@ class Sender(Protocol):
     def acknowledged(self) -> int: ...
 
     def send(self, key: bytes | None, value: bytes) -> None: ...
+
+    def send_batch(self, records: Sequence[tuple[bytes | None, bytes, Any]]) -> None: ...
 
     def poll(self) -> None: ...
 
@@ -102,6 +105,7 @@ class KafkaPythonSender:
             "request_timeout_ms": 30_000,
         }
         config.update(settings.security)
+        _check_codec(settings.compression)
         try:
             self._producer = KafkaProducer(**config)
         except (KafkaError, OSError) as exc:
@@ -135,6 +139,11 @@ class KafkaPythonSender:
         future.add_callback(self._ok)
         future.add_errback(self._err)
 
+    def send_batch(self, records: Sequence[tuple[bytes | None, bytes, Any]]) -> None:
+        send = self.send
+        for key, value, _ in records:
+            send(key, value)
+
     def poll(self) -> None:
         """kafka-python delivers on its own I/O thread: nothing to serve."""
 
@@ -149,6 +158,23 @@ class KafkaPythonSender:
 
     def close(self) -> None:
         self._producer.close(timeout=5)
+
+
+def _check_codec(compression: str) -> None:
+    from kafka import codec
+
+    available = {
+        "none": True,
+        "gzip": codec.has_gzip(),
+        "snappy": codec.has_snappy(),
+        "lz4": codec.has_lz4(),
+        "zstd": codec.has_zstd(),
+    }
+    if not available.get(compression, False):
+        raise EcomstreamError(
+            f"kafka-python cannot compress with {compression} here (its codec library is not "
+            "installed): use --compression gzip or none, or --client confluent"
+        )
 
 
 def _confluent_config(settings: SenderSettings) -> dict[str, Any]:
@@ -199,6 +225,7 @@ class ConfluentSender:
         self.errors: Counter[str] = Counter()
         config = _confluent_config(settings)
         config["error_cb"] = self._client_error
+        config["on_delivery"] = self._delivered
         self._client_errors: list[str] = []
         try:
             self._producer = Producer(config, logger=_quiet("ecomstream.librdkafka"))
@@ -237,17 +264,23 @@ class ConfluentSender:
         return self.sent - self.failed - len(self._producer)
 
     def send(self, key: bytes | None, value: bytes) -> None:
-        while True:
-            try:
-                self._produce(self.settings.topic, value, key, on_delivery=self._delivered)
-                break
-            except BufferError:  # the local queue is full: let librdkafka drain it
-                self._producer.poll(0.05)
-        self.sent += 1
-        self._since_poll += 1
+        self.send_batch(((key, value, None),))
+
+    def send_batch(self, records: Sequence[tuple[bytes | None, bytes, Any]]) -> None:
+        """Hand ``records`` to librdkafka; ``sent`` counts each one the moment it holds it."""
+        produce, poll, topic = self._produce, self._producer.poll, self.settings.topic
+        for key, value, _ in records:
+            while True:
+                try:
+                    produce(topic, value, key)
+                    break
+                except BufferError:  # the local queue is full: let librdkafka drain it
+                    poll(0.05)
+            self.sent += 1
+        self._since_poll += len(records)
         if self._since_poll >= self.POLL_EVERY:
             self._since_poll = 0
-            self._producer.poll(0)
+            poll(0)
 
     def poll(self) -> None:
         self._producer.poll(0)
