@@ -39,7 +39,7 @@ class SenderSettings:
     client: str = "confluent"
     linger_ms: int = 20
     batch_bytes: int = 512 * 1024
-    compression: str = "lz4"
+    compression: str = "none"
     # extra client settings (Event Hubs SASL_SSL), in kafka-python's spelling
     security: dict[str, Any] = field(default_factory=dict, repr=False)
 
