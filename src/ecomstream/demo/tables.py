@@ -69,4 +69,10 @@ class TableReader:
             except DeltaError as exc:
                 # an unsupported reader feature, a corrupt log: name the table, one line
                 first = (str(exc).splitlines() or [""])[0]
-                raise EcomstreamError(f"cannot read Delta table {path}: {first}") from None
+                hint = ""
+                if "reader features" in first:
+                    hint = (
+                        " (delta-rs cannot read that table feature yet; on Databricks, "
+                        "ALTER TABLE ... DROP FEATURE it before copying the table down)"
+                    )
+                raise EcomstreamError(f"cannot read Delta table {path}: {first}{hint}") from None
