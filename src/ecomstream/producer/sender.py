@@ -72,6 +72,10 @@ def _quiet(logger_name: str) -> logging.Logger:
 
 
 def _unreachable(settings: SenderSettings, detail: str) -> EcomstreamError:
+    if "auth" in detail.lower():
+        return EcomstreamError(
+            redact(f"Kafka at {settings.bootstrap_servers} refused the credentials ({detail})")
+        )
     return EcomstreamError(
         redact(
             f"cannot reach Kafka at {settings.bootstrap_servers} within {CONNECT_TIMEOUT_S:.0f}s "
@@ -200,6 +204,8 @@ def _confluent_config(settings: SenderSettings) -> dict[str, Any]:
         config["sasl.mechanisms"] = sec["sasl_mechanism"]
         config["sasl.username"] = sec["sasl_plain_username"]
         config["sasl.password"] = sec["sasl_plain_password"]
+    if sec.get("ssl_cafile"):  # a CA to trust besides the system's (the local SASL_SSL proof)
+        config["ssl.ca.location"] = sec["ssl_cafile"]
     if sec.get("request_timeout_ms"):
         config["request.timeout.ms"] = sec["request_timeout_ms"]
     if sec.get("connections_max_idle_ms"):
