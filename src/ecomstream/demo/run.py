@@ -387,10 +387,10 @@ class Demo:
             with _sigterm_as_interrupt():
                 try:
                     self.start_dashboard()
+                    say(f"dashboard: {self.server.url}")
                     if not s.serve_only:
                         self.start_broker()
                         self.start_children()
-                    say(f"dashboard: {self.server.url}")
                     say(
                         f"data dir {self.data_dir}; "
                         + (f"stops after {s.duration:g} s" if s.duration else "Ctrl-C stops")
