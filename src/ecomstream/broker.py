@@ -5,6 +5,14 @@ in ``<data-dir>/kafka/``: ``state.json`` (cluster id and ports, kept across rest
 KRaft voter set stays valid), ``broker.pid.json`` (the running process), ``logs/`` (the Kafka
 log dirs) and ``broker.log``. ``start`` detaches by default and returns once the broker answers
 metadata requests; ``--foreground`` keeps it attached until Ctrl-C.
+
+Optionally (``sasl_ssl_port``) the broker also listens the way Azure Event Hubs' Kafka endpoint
+does: SASL_SSL with the PLAIN mechanism, user ``$ConnectionString``, password an
+Event-Hubs-shaped connection string, TLS from a self-signed certificate made by the JDK's
+``keytool`` (``<data-dir>/kafka/tls/``; clients trust ``ca.pem``). That lets the databricks
+profile's source code path run end to end on a laptop. The password never touches a file: the
+JVM gets the listener's JAAS line in an environment variable that server.properties names
+through Kafka's ``EnvVarConfigProvider``.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -19,9 +28,10 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ecomstream import jars
-from ecomstream.errors import EcomstreamError
+from ecomstream.errors import EcomstreamError, register_secret
 from ecomstream.paths import ensure_writable_dir
 
 DEFAULT_PORT = 9092
@@ -30,6 +40,12 @@ READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 60.0
 DEFAULT_PARTITIONS = 2
 
+# The SASL_SSL listener: the host its certificate and advertised address name, and the
+# environment variable that carries the listener's JAAS line (with the password) into the JVM.
+SASL_SSL_HOST = "localhost"
+SASL_USERNAME = "$ConnectionString"
+_JAAS_ENV = "ECOMSTREAM_BROKER_SASL_JAAS"
+
 
 @dataclass(frozen=True)
 class BrokerInfo:
@@ -37,10 +53,21 @@ class BrokerInfo:
     port: int
     controller_port: int
     data_dir: Path
+    sasl_ssl_port: int | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str | None:
+        """``localhost:<port>`` of the SASL_SSL listener, if it has one."""
+        return None if self.sasl_ssl_port is None else f"{SASL_SSL_HOST}:{self.sasl_ssl_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The PEM certificate a client trusts to talk to the SASL_SSL listener."""
+        return kafka_dir(self.data_dir) / "tls" / "ca.pem"
 
 
 def kafka_dir(data_dir: Path) -> Path:
@@ -63,18 +90,52 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _server_properties(port: int, controller_port: int, log_dir: Path, partitions: int) -> str:
+@dataclass(frozen=True)
+class _Tls:
+    keystore: Path
+    store_password: str  # protects a throwaway self-signed key; not the SASL secret
+
+
+def _server_properties(
+    port: int,
+    controller_port: int,
+    log_dir: Path,
+    partitions: int,
+    sasl_ssl_port: int | None = None,
+    tls: _Tls | None = None,
+) -> str:
+    listeners = [f"PLAINTEXT://127.0.0.1:{port}", f"CONTROLLER://127.0.0.1:{controller_port}"]
+    advertised = list(listeners)
+    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    sasl: list[str] = []
+    if sasl_ssl_port is not None and tls is not None:
+        listeners.append(f"SASL_SSL://127.0.0.1:{sasl_ssl_port}")
+        advertised.append(f"SASL_SSL://{SASL_SSL_HOST}:{sasl_ssl_port}")
+        protocols += ",SASL_SSL:SASL_SSL"
+        sasl = [
+            "sasl.enabled.mechanisms=PLAIN",
+            "listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN",
+            # resolved from the JVM's environment at start: the password is in no file
+            "config.providers=env",
+            "config.providers.env.class="
+            "org.apache.kafka.common.config.provider.EnvVarConfigProvider",
+            f"listener.name.sasl_ssl.plain.sasl.jaas.config=${{env:{_JAAS_ENV}}}",
+            f"listener.name.sasl_ssl.ssl.keystore.location={tls.keystore}",
+            "listener.name.sasl_ssl.ssl.keystore.type=PKCS12",
+            f"listener.name.sasl_ssl.ssl.keystore.password={tls.store_password}",
+            f"listener.name.sasl_ssl.ssl.key.password={tls.store_password}",
+        ]
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},"
-            f"CONTROLLER://127.0.0.1:{controller_port}",
+            f"listeners={','.join(listeners)}",
+            f"advertised.listeners={','.join(advertised)}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"listener.security.protocol.map={protocols}",
+            *sasl,
             f"log.dirs={log_dir}",
             f"num.partitions={partitions}",
             "offsets.topic.replication.factor=1",
@@ -149,10 +210,13 @@ def running(data_dir: Path) -> BrokerInfo | None:
         port=int(info["port"]),
         controller_port=int(info["controller_port"]),
         data_dir=kdir.parent,
+        sasl_ssl_port=int(info["sasl_ssl_port"]) if info.get("sasl_ssl_port") else None,
     )
 
 
-def wait_ready(bootstrap: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_ready(
+    bootstrap: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Block until the broker answers a metadata request (an open port is not enough)."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
@@ -161,11 +225,11 @@ def wait_ready(bootstrap: str, timeout_s: float, proc: subprocess.Popen[bytes] |
     last_error = "no answer"
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise EcomstreamError(f"Kafka broker exited with code {proc.returncode} during start-up")
-        try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=bootstrap, request_timeout_ms=3000
+            raise EcomstreamError(
+                f"Kafka broker exited with code {proc.returncode} during start-up"
             )
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
             try:
                 admin.list_topics()
                 return
@@ -174,7 +238,9 @@ def wait_ready(bootstrap: str, timeout_s: float, proc: subprocess.Popen[bytes] |
         except (KafkaError, OSError, ValueError) as exc:
             last_error = f"{type(exc).__name__}: {exc}"
         time.sleep(0.3)
-    raise EcomstreamError(f"Kafka broker at {bootstrap} did not answer within {timeout_s:.0f}s ({last_error})")
+    raise EcomstreamError(
+        f"Kafka broker at {bootstrap} did not answer within {timeout_s:.0f}s ({last_error})"
+    )
 
 
 def _last_log_error(log: Path) -> str:
@@ -186,6 +252,78 @@ def _last_log_error(log: Path) -> str:
     return f"see {log}"
 
 
+def _make_tls(kdir: Path) -> _Tls:
+    """A self-signed certificate for ``localhost``/127.0.0.1 from the JDK's keytool, made once
+    per data dir; ``ca.pem`` is what clients trust (kafka-python ``ssl_cafile``, Java clients
+    ``ssl.truststore.type=PEM``)."""
+    tls_dir = ensure_writable_dir(kdir / "tls", "Kafka TLS dir")
+    keystore, ca, password_file = tls_dir / "broker.p12", tls_dir / "ca.pem", tls_dir / "store.pw"
+    if keystore.exists() and ca.exists() and password_file.exists():
+        return _Tls(keystore, password_file.read_text().strip())
+    keytool = shutil.which("keytool")
+    if keytool is None:
+        raise EcomstreamError("keytool not found on PATH: the SASL_SSL listener needs a JDK")
+    password = secrets.token_hex(16)
+    for stale in (keystore, ca):
+        stale.unlink(missing_ok=True)
+    _run_tool(
+        [
+            keytool,
+            "-genkeypair",
+            "-alias",
+            "broker",
+            "-keyalg",
+            "RSA",
+            "-keysize",
+            "2048",
+            "-validity",
+            "3650",
+            "-dname",
+            f"CN={SASL_SSL_HOST}",
+            "-ext",
+            f"SAN=dns:{SASL_SSL_HOST},ip:127.0.0.1",
+            "-storetype",
+            "PKCS12",
+            "-keystore",
+            str(keystore),
+            "-storepass",
+            password,
+            "-keypass",
+            password,
+        ],
+        what="keytool",
+    )
+    _run_tool(
+        [
+            keytool,
+            "-exportcert",
+            "-rfc",
+            "-alias",
+            "broker",
+            "-keystore",
+            str(keystore),
+            "-storetype",
+            "PKCS12",
+            "-storepass",
+            password,
+            "-file",
+            str(ca),
+        ],
+        what="keytool",
+    )
+    password_file.write_text(password + "\n")
+    password_file.chmod(0o600)
+    return _Tls(keystore, password)
+
+
+def _sasl_jaas_line(password: str) -> str:
+    escaped = password.replace("\\", "\\\\").replace('"', '\\"')
+    return (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'user_{SASL_USERNAME}="{escaped}";'
+    )
+
+
 def start(
     data_dir: Path,
     port: int = DEFAULT_PORT,
@@ -193,12 +331,30 @@ def start(
     heap: str = DEFAULT_HEAP,
     partitions: int = DEFAULT_PARTITIONS,
     ready_timeout_s: float = READY_TIMEOUT_S,
+    sasl_ssl_port: int | None = None,
+    sasl_password: str | None = None,
 ) -> BrokerInfo:
-    """Start the broker of ``data_dir`` detached and wait until it is ready."""
+    """Start the broker of ``data_dir`` detached and wait until it is ready.
+
+    With ``sasl_ssl_port`` it also listens there with SASL_SSL + PLAIN, accepting user
+    ``$ConnectionString`` with password ``sasl_password`` (an Event-Hubs-shaped connection
+    string), like Azure Event Hubs' Kafka endpoint.
+    """
     if shutil.which("java") is None:
         raise EcomstreamError("java not found on PATH: the embedded Kafka broker needs Java 17+")
     if not 0 < port < 65536:
         raise EcomstreamError(f"--port {port} is not a TCP port (1-65535)")
+    if sasl_ssl_port is not None:
+        register_secret(sasl_password)
+        if not 0 < sasl_ssl_port < 65536 or sasl_ssl_port == port:
+            raise EcomstreamError(
+                f"--sasl-ssl-port {sasl_ssl_port} is not a free TCP port distinct from --port"
+            )
+        if not sasl_password:
+            raise EcomstreamError(
+                "--sasl-ssl-port needs the password clients will present: set "
+                "ECOMSTREAM_EVENTHUB_CONNECTION_STRING to an Event-Hubs-shaped connection string"
+            )
     data_dir = ensure_writable_dir(Path(data_dir))
     kdir = ensure_writable_dir(kafka_dir(data_dir), "Kafka state dir")
     already = running(data_dir)
@@ -207,12 +363,18 @@ def start(
             f"a broker for {data_dir} is already running at {already.bootstrap} (pid {already.pid})"
         )
     if not _port_free(port):
-        raise EcomstreamError(f"port {port} on 127.0.0.1 is already in use: choose another with --port")
+        raise EcomstreamError(
+            f"port {port} on 127.0.0.1 is already in use: choose another with --port"
+        )
+    if sasl_ssl_port is not None and not _port_free(sasl_ssl_port):
+        raise EcomstreamError(
+            f"port {sasl_ssl_port} on 127.0.0.1 is already in use: choose another --sasl-ssl-port"
+        )
 
     classpath = jars.kafka_classpath()
     state_file = kdir / "state.json"
     log_dir = kdir / "logs"
-    state: dict[str, object] = {}
+    state: dict[str, Any] = {}
     if state_file.exists():
         state = json.loads(state_file.read_text())
     controller_port = int(state.get("controller_port") or 0) or free_port()
@@ -221,37 +383,81 @@ def start(
             f"the broker's controller port {controller_port} (fixed when {data_dir} was first "
             "formatted) is in use by another process"
         )
+    tls = _make_tls(kdir) if sasl_ssl_port is not None else None
     props = kdir / "server.properties"
-    props.write_text(_server_properties(port, controller_port, log_dir, partitions))
+    props.write_text(
+        _server_properties(port, controller_port, log_dir, partitions, sasl_ssl_port, tls)
+    )
     log4j = kdir / "log4j2.properties"
     log_file = kdir / "broker.log"
     log4j.write_text(_LOG4J2.format(log=log_file))
 
     java = ["java", "-cp", classpath]
     if not (log_dir / "meta.properties").exists():
-        cluster_id = str(state.get("cluster_id") or "") or _run_tool(
-            [*java, "kafka.tools.StorageTool", "random-uuid"]
-        ).split()[-1]
+        cluster_id = (
+            str(state.get("cluster_id") or "")
+            or _run_tool([*java, "kafka.tools.StorageTool", "random-uuid"]).split()[-1]
+        )
         _run_tool(
-            [*java, f"-Dlog4j2.configurationFile={log4j}", "kafka.tools.StorageTool", "format",
-             "-t", cluster_id, "-c", str(props), "--standalone", "--ignore-formatted"]
+            [
+                *java,
+                f"-Dlog4j2.configurationFile={log4j}",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(props),
+                "--standalone",
+                "--ignore-formatted",
+            ]
         )
         state = {"cluster_id": cluster_id, "controller_port": controller_port}
         state_file.write_text(json.dumps(state))
 
     cmd = [
-        "java", f"-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-        "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
-        f"-Decomstream.kafka.dir={kdir}", "-cp", classpath, "kafka.Kafka", str(props),
+        "java",
+        "-Xms256m",
+        f"-Xmx{heap}",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log4j}",
+        f"-Decomstream.kafka.dir={kdir}",
+        "-cp",
+        classpath,
+        "kafka.Kafka",
+        str(props),
     ]
+    env = {k: v for k, v in os.environ.items() if k != _JAAS_ENV}
+    if sasl_ssl_port is not None and sasl_password:
+        env[_JAAS_ENV] = _sasl_jaas_line(sasl_password)
     with open(kdir / "broker.out", "ab") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=kdir,
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=kdir,
+            env=env,
         )
-    info = BrokerInfo(pid=proc.pid, port=port, controller_port=controller_port, data_dir=data_dir)
+    info = BrokerInfo(
+        pid=proc.pid,
+        port=port,
+        controller_port=controller_port,
+        data_dir=data_dir,
+        sasl_ssl_port=sasl_ssl_port,
+    )
     (kdir / "broker.pid.json").write_text(
-        json.dumps({"pid": proc.pid, "port": port, "controller_port": controller_port})
+        json.dumps(
+            {
+                "pid": proc.pid,
+                "port": port,
+                "controller_port": controller_port,
+                "sasl_ssl_port": sasl_ssl_port,
+            }
+        )
     )
     try:
         wait_ready(info.bootstrap, ready_timeout_s, proc)
@@ -264,11 +470,11 @@ def start(
     return info
 
 
-def _run_tool(cmd: list[str]) -> str:
+def _run_tool(cmd: list[str], what: str = "Kafka storage tool") -> str:
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()
-        raise EcomstreamError(f"Kafka storage tool failed: {detail[-1] if detail else done.returncode}")
+        raise EcomstreamError(f"{what} failed: {detail[-1] if detail else done.returncode}")
     return done.stdout
 
 

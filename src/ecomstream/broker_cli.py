@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,23 @@ def register(subparsers: Any) -> None:
     start = actions.add_parser("start", help="start the broker and print its bootstrap address")
     add_option(start, "--port", type=int, default=9092, help="PLAINTEXT port on 127.0.0.1")
     _data_dir(start)
-    add_option(start, "--foreground", action="store_true", default=False,
-               help="stay attached; Ctrl-C stops the broker")
+    add_option(
+        start,
+        "--foreground",
+        action="store_true",
+        default=False,
+        help="stay attached; Ctrl-C stops the broker",
+    )
     add_option(start, "--heap", default="768m", help="broker JVM max heap")
+    add_option(
+        start,
+        "--sasl-ssl-port",
+        type=int,
+        default=None,
+        help="also listen like Azure Event Hubs: SASL_SSL + PLAIN on localhost:PORT, user "
+        "$ConnectionString, password from ECOMSTREAM_EVENTHUB_CONNECTION_STRING, "
+        "self-signed certificate in <data-dir>/kafka/tls/ca.pem",
+    )
     start.set_defaults(func=_start)
 
     for name, func, text in (
@@ -35,20 +50,43 @@ def register(subparsers: Any) -> None:
 
 
 def _data_dir(parser: argparse.ArgumentParser) -> None:
-    add_option(parser, "--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-               help="where the broker keeps its state (under <data-dir>/kafka)")
+    add_option(
+        parser,
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="where the broker keeps its state (under <data-dir>/kafka)",
+    )
 
 
 def _start(args: argparse.Namespace) -> int:
     from ecomstream import broker
 
+    # the password is read from the environment only, so it never shows in `ps`
+    sasl = (
+        {
+            "sasl_ssl_port": args.sasl_ssl_port,
+            "sasl_password": os.environ.get("ECOMSTREAM_EVENTHUB_CONNECTION_STRING"),
+        }
+        if args.sasl_ssl_port is not None
+        else {}
+    )
     if args.foreground:
-        broker.run_foreground(args.data_dir, args.port, heap=args.heap)
+        broker.run_foreground(args.data_dir, args.port, heap=args.heap, **sasl)
         return 0
-    info = broker.start(args.data_dir, args.port, heap=args.heap)
+    info = broker.start(args.data_dir, args.port, heap=args.heap, **sasl)
     print(info.bootstrap)
-    print(f"broker pid {info.pid}, data dir {info.data_dir}; stop it with "
-          f"'ecomstream kafka stop --data-dir {args.data_dir}'", file=sys.stderr)
+    if info.sasl_ssl_bootstrap is not None:
+        print(
+            f"SASL_SSL listener {info.sasl_ssl_bootstrap} (PLAIN, user $ConnectionString); "
+            f"clients trust {info.ca_file}",
+            file=sys.stderr,
+        )
+    print(
+        f"broker pid {info.pid}, data dir {info.data_dir}; stop it with "
+        f"'ecomstream kafka stop --data-dir {args.data_dir}'",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -59,7 +97,8 @@ def _status(args: argparse.Namespace) -> int:
     if info is None:
         print(f"not running (data dir {Path(args.data_dir).resolve()})")
         return NOT_RUNNING_EXIT
-    print(f"running {info.bootstrap} pid {info.pid} data dir {info.data_dir}")
+    sasl = f" sasl_ssl {info.sasl_ssl_bootstrap}" if info.sasl_ssl_bootstrap else ""
+    print(f"running {info.bootstrap}{sasl} pid {info.pid} data dir {info.data_dir}")
     return 0
 
 
