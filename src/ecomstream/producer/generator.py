@@ -265,17 +265,35 @@ class OrderGenerator:
         """The next ``n`` records (the stream does not depend on how it is cut into batches)."""
         drawn = self._take(n)
         bases = self._now_ms(n)
+        out: list[Record]
         cfrag, lfrag = self.catalog.customer_fragments, self.catalog.location_fragments
         currency = self.catalog.currency
         time_text = self._time_text
         history = self._history
-        faulty = self._faulty if self.fault_rate else None
-        out: list[Record] = []
+        if not self.fault_rate:  # the hot path: no faults, no history to keep
+            out = [
+                (
+                    order_id.encode(),
+                    (
+                        f'{{"order_id":"{order_id}","order_timestamp":"'
+                        f'{time_text(bases[i] - jitter)}",'
+                        f'{cfrag[c]},{product},"quantity":{quantity},"currency":"{currency}",'
+                        f"{payment},{lfrag[c]}}}"
+                    ).encode(),
+                    None,
+                )
+                for i, (order_id, c, product, quantity, payment, jitter) in enumerate(drawn)
+            ]
+            self.generated += n
+            self.clean += n
+            return out
+        faulty = self._faulty
+        out = []
         append = out.append
         for i, (order_id, c, product, quantity, payment, jitter) in enumerate(drawn):
             event_ms = bases[i] - jitter
             kind = None
-            if faulty is not None and faulty():
+            if faulty():
                 kind = self._next_kind()
                 if kind == "late":
                     event_ms -= int(1000 * self._late_seconds())
