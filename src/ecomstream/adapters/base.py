@@ -7,10 +7,12 @@ The jobs above this module never test which profile runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from delta.tables import DeltaTable
     from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
     from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
     from pyspark.sql.types import StructType
@@ -72,7 +74,7 @@ class TableRef:
             builder = builder.tableName(str(self.name))
         builder.execute()
 
-    def delta_table(self, spark: SparkSession):  # type: ignore[no-untyped-def]
+    def delta_table(self, spark: SparkSession) -> DeltaTable:
         from delta.tables import DeltaTable
 
         if self.path is not None:
@@ -128,7 +130,7 @@ class BaseEnvironment:
         """Release clients the adapter opened (not the SparkSession)."""
 
 
-def hook(env: Environment, name: str):  # type: ignore[no-untyped-def]
+def hook(env: Environment, name: str) -> Callable[..., Any]:
     """``env.<name>`` if the adapter has it, else :class:`BaseEnvironment`'s default."""
     method = getattr(env, name, None)
     if method is None:
