@@ -372,6 +372,12 @@ def _get_secret(secrets: SecretGetter, scope: str, key: str) -> str:
     return value
 
 
+def _env(option: str) -> str | None:
+    from ecomstream.cli import env_name
+
+    return os.environ.get(env_name(option)) or None
+
+
 def _identifier(value: str | None, option: str) -> str:
     if not value or not _IDENT.match(value):
         raise EcomstreamError(
@@ -415,6 +421,16 @@ def create(
     ``bootstrap_servers`` and other local-profile settings are ignored: the connection string
     names the endpoint. ``secrets`` replaces the cluster's ``dbutils.secrets.get`` (tests).
     """
+    # ``ecomstream pipeline --profile databricks`` passes only the generic settings: the
+    # databricks ones then come from ECOMSTREAM_<OPTION>, as every option does
+    catalog = catalog or _env("--catalog")
+    schema = schema or _env("--schema")
+    checkpoint_volume = checkpoint_volume or _env("--checkpoint-volume")
+    storage_root = storage_root or _env("--storage-root")
+    secret_scope = secret_scope or _env("--secret-scope")
+    secret_key = secret_key or _env("--secret-key")
+    if fail_on_data_loss is None:
+        fail_on_data_loss = _env("--fail-on-data-loss")
     proof = local_proof()
     if not on_databricks() and not proof:
         raise EcomstreamError(
@@ -472,7 +488,11 @@ def create(
         volume = DEFAULT_VOLUME
 
     try:
-        max_offsets = int(max_offsets_per_trigger or DEFAULT_MAX_OFFSETS_PER_TRIGGER)
+        max_offsets = int(
+            DEFAULT_MAX_OFFSETS_PER_TRIGGER
+            if max_offsets_per_trigger in (None, "")
+            else max_offsets_per_trigger
+        )
     except ValueError:
         raise EcomstreamError(
             f"--max-offsets-per-trigger {max_offsets_per_trigger!r} is not a whole number"
