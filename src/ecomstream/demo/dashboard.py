@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from ecomstream.demo.status import as_map, order_reasons, summarize, utc
+from ecomstream.demo.status import LAYERS, as_map, order_reasons, summarize, utc
 from ecomstream.demo.tables import CATEGORY_SALES, LOCATION_SALES, METRICS, TableReader
 
 CENT = Decimal("0.01")
@@ -158,7 +158,10 @@ def metrics_view(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "bucket_s": size,
         "labels": [iso(k) for k in keys],
         "quarantine": {k: reasons[k] for k in ordered},
-        "throughput": {k: [round(x, 2) for x in v] for k, v in sorted(throughput.items())},
+        "throughput": {
+            k: [round(x, 2) for x in throughput[k]]
+            for k in sorted(throughput, key=lambda q: (LAYERS.index(q) if q in LAYERS else 9, q))
+        },
     }
 
 

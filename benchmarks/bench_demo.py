@@ -1,0 +1,207 @@
+"""Demo benchmark: cold start to the first gold row on the dashboard, and the process tree's RSS.
+
+    .venv/bin/python -m benchmarks.bench_demo [--rate 20] [--hold 60] [--runs 1]
+
+Each run starts ``ecomstream demo`` on a fresh data dir (embedded broker, new topic, new
+checkpoints; jar caches warm), polls the dashboard's ``/api/snapshot`` (what the page shows)
+until gold has a row, keeps it running ``--hold`` seconds more while sampling the RSS of the
+demo and every descendant (broker JVM, pipeline + Spark JVM, producer), then Ctrl-C and times
+the clean stop. Targets (issue 5): first gold row <= 45 s, whole tree <= 4 GiB RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from benchmarks._report import write_section
+
+GIB = 1024**3
+
+
+@dataclass
+class Sample:
+    peak_total: int = 0
+    peak_by_role: dict[str, int] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def role(proc: psutil.Process) -> str:
+    try:
+        cmd = " ".join(proc.cmdline())
+    except psutil.Error:
+        return "?"
+    if "kafka.Kafka" in cmd:
+        return "broker JVM"
+    if "java" in cmd and "pyspark" in cmd:
+        return "Spark JVM"
+    if " produce " in cmd:
+        return "producer"
+    if " pipeline " in cmd:
+        return "pipeline (python)"
+    if " demo " in cmd:
+        return "demo + dashboard"
+    return Path(proc.name()).name
+
+
+def sample_tree(root: int, sample: Sample) -> None:
+    parent = psutil.Process(root)
+    while not sample.stop.is_set():
+        try:
+            procs = [parent, *parent.children(recursive=True)]
+        except psutil.Error:
+            return
+        total = 0
+        by_role: dict[str, int] = {}
+        for p in procs:
+            try:
+                rss = p.memory_info().rss
+            except psutil.Error:
+                continue
+            total += rss
+            by_role[role(p)] = by_role.get(role(p), 0) + rss
+        sample.peak_total = max(sample.peak_total, total)
+        for k, v in by_role.items():
+            sample.peak_by_role[k] = max(sample.peak_by_role.get(k, 0), v)
+        time.sleep(0.5)
+
+
+def one_run(rate: float, hold_s: float) -> dict[str, float | int | dict[str, int]]:
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-demo-")) / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECOMSTREAM_")}
+    if "ECOMSTREAM_CACHE_DIR" in os.environ:
+        env["ECOMSTREAM_CACHE_DIR"] = os.environ["ECOMSTREAM_CACHE_DIR"]
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ecomstream",
+            "demo",
+            "--data-dir",
+            str(data_dir),
+            "--kafka-port",
+            "0",
+            "--dashboard-port",
+            "0",
+            "--rate",
+            f"{rate:g}",
+            "--status-interval",
+            "600",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    sample = Sample()
+    sampler = threading.Thread(target=sample_tree, args=(proc.pid, sample), daemon=True)
+    sampler.start()
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    lines: list[str] = []
+    url = None
+    marks: dict[str, float] = {}
+    first_gold = None
+    try:
+        while first_gold is None and time.monotonic() - started < 600:
+            while sel.select(timeout=0):
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                lines.append(line.rstrip())
+                if m := re.search(r"dashboard: (http://\S+)", line):
+                    url = m.group(1)
+                if line.startswith("broker: ready"):
+                    marks["broker_ready_s"] = time.monotonic() - started
+                if line.startswith("producer:") and "producer_started_s" not in marks:
+                    marks["producer_started_s"] = time.monotonic() - started
+            if proc.poll() is not None:
+                raise SystemExit("demo exited early:\n" + "\n".join(lines))
+            if url:
+                try:
+                    with urllib.request.urlopen(url + "api/snapshot", timeout=5) as r:
+                        snap = json.loads(r.read())
+                    if snap["totals"]["orders"] > 0:
+                        first_gold = time.monotonic() - started
+                except OSError:
+                    pass
+            time.sleep(0.25)
+        if first_gold is None:
+            raise SystemExit("no gold row within 600 s:\n" + "\n".join(lines))
+        time.sleep(hold_s)
+        stop_at = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=300)
+        stop_s = time.monotonic() - stop_at
+    finally:
+        sample.stop.set()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return {
+        "first_gold_s": first_gold,
+        **marks,
+        "stop_s": stop_s,
+        "exit_code": proc.returncode,
+        "peak_rss": sample.peak_total,
+        "peak_by_role": sample.peak_by_role,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--hold", type=float, default=60.0)
+    parser.add_argument("--runs", type=int, default=1)
+    args = parser.parse_args()
+    load = os.getloadavg()
+    results = [one_run(args.rate, args.hold) for _ in range(args.runs)]
+    for r in results:
+        print(json.dumps(r))
+    rows = "\n".join(
+        f"| {i + 1} | {r['broker_ready_s']:.1f} | {r['producer_started_s']:.1f} | "
+        f"**{r['first_gold_s']:.1f}** | {r['peak_rss'] / GIB:.2f} | {r['stop_s']:.1f} | "
+        f"{r['exit_code']} |"
+        for i, r in enumerate(results)
+    )
+    worst = max(results, key=lambda r: r["peak_rss"])  # type: ignore[arg-type, return-value]
+    roles = ", ".join(
+        f"{k} {v / GIB:.2f}"
+        for k, v in sorted(worst["peak_by_role"].items(), key=lambda kv: -kv[1])  # type: ignore[union-attr]
+    )
+    body = f"""
+Command: `.venv/bin/python -m benchmarks.bench_demo --rate {args.rate:g} --hold {args.hold:g}
+--runs {args.runs}` (fresh data dir each run: embedded broker formatted anew, new topic, new
+checkpoints; Maven/Ivy jar caches warm). Load average when it started: {load[0]:.1f}
+(this machine is shared; figures on an idle laptop are lower).
+
+| run | broker ready s | producer started s | first gold row s | peak RSS GiB | stop s | exit |
+| --- | --- | --- | --- | --- | --- | --- |
+{rows}
+
+Targets: first gold row <= 45 s; whole process tree <= 4 GiB RSS. Peak RSS by process
+(largest run, GiB): {roles}. RSS is sampled every 0.5 s over the demo, its broker, pipeline
+(with its Spark JVM) and producer, from start until {args.hold:g} s after the first gold row.
+"""
+    write_section("demo", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
