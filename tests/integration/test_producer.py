@@ -210,3 +210,46 @@ def test_event_hubs_unreachable_never_shows_the_secret() -> None:
     assert done.returncode == 2
     assert secret not in done.stderr + done.stdout
     assert "cannot reach Kafka" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_broker_lost_mid_run_counts_failures_and_exits_non_zero(tmp_path: Path) -> None:
+    """A broker of its own, stopped while records are in flight: nothing is silently lost."""
+    data_dir = tmp_path / "broker"
+    info = broker.start(data_dir, broker.free_port(), heap="384m")
+    summary_path = tmp_path / "summary.json"
+    try:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ecomstream",
+                "produce",
+                "--bootstrap-servers",
+                info.bootstrap,
+                "--topic",
+                "lost",
+                "--rate",
+                "2000",
+                "--duration",
+                "8",
+                "--flush-timeout",
+                "4",
+                "--summary-json",
+                str(summary_path),
+                "--progress",
+                "off",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(4)
+    finally:
+        broker.stop(data_dir)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, (out, err)
+    summary = json.loads(summary_path.read_text())
+    assert summary["failed"] > 0 and summary["acknowledged"] > 0
+    assert summary["acknowledged"] + summary["failed"] == summary["sent"]
+    assert summary["errors"] and "Traceback" not in err
+    assert f"{summary['failed']:,} failed" in out

@@ -55,6 +55,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--duration", "0"], "--duration must be a positive"),
         (["--start-time", "last tuesday"], "--start-time 'last tuesday' is not an ISO-8601"),
         (["--categories", " , "], "--categories names no category"),
+        (["--topic", "bad topic!"], "is not a legal Kafka topic name"),
+        (["--flush-timeout", "0"], "--flush-timeout must be positive"),
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from ecomstream.errors import EcomstreamError
 
 DEFAULT_RATE = 200.0  # events/s: lively on a dashboard, light on a laptop
 CONNECTION_ENV = "ECOMSTREAM_EVENTHUB_CONNECTION_STRING"
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 def register(subparsers: Any) -> None:
@@ -75,6 +77,13 @@ def register(subparsers: Any) -> None:
         help="batch compression (default lz4; gzip with Event Hubs)",
     )
     add_option(p, "--linger-ms", type=int, default=20, help="batching delay (default 20)")
+    add_option(
+        p,
+        "--flush-timeout",
+        type=float,
+        default=60.0,
+        help="seconds the final flush waits; records still unconfirmed then count as failed",
+    )
     add_option(p, "--summary-json", type=Path, help="also write the summary as JSON here")
     add_option(
         p,
@@ -102,6 +111,7 @@ class ProduceSettings:
     client: str
     compression: str
     linger_ms: int
+    flush_timeout: float
     summary_json: Path | None
     security: dict[str, Any] = field(default_factory=dict, repr=False)  # the Event Hubs secret
 
@@ -169,6 +179,12 @@ def settings_from_args(args: argparse.Namespace) -> ProduceSettings:
         )
     if not topic:
         raise EcomstreamError("no topic: give --topic (or ECOMSTREAM_TOPIC)")
+    if not _TOPIC.fullmatch(topic) or topic in (".", ".."):
+        raise EcomstreamError(
+            f"topic {topic!r} is not a legal Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"
+        )
+    if not args.flush_timeout > 0:
+        raise EcomstreamError(f"--flush-timeout must be positive, not {args.flush_timeout}")
 
     client = args.client or default_client()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
@@ -187,6 +203,7 @@ def settings_from_args(args: argparse.Namespace) -> ProduceSettings:
         # reads it; kafka-python cannot read lz4/zstd without extra codec packages
         compression=compression or "none",
         linger_ms=args.linger_ms,
+        flush_timeout=args.flush_timeout,
         security=security,
         summary_json=args.summary_json,
     )
@@ -236,6 +253,7 @@ def _produce(args: argparse.Namespace) -> int:
             duration_s=s.duration,
             rate=s.rate,
             progress=_progress(args.progress),
+            flush_timeout_s=s.flush_timeout,
         )
     finally:
         sender.close()

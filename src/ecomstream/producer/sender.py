@@ -274,6 +274,8 @@ class ConfluentSender:
 
     def send_batch(self, records: Sequence[tuple[bytes | None, bytes, Any]]) -> None:
         """Hand ``records`` to librdkafka; ``sent`` counts each one the moment it holds it."""
+        from confluent_kafka import KafkaException
+
         produce, poll, topic = self._produce, self._producer.poll, self.settings.topic
         for key, value, _ in records:
             while True:
@@ -282,6 +284,11 @@ class ConfluentSender:
                     break
                 except BufferError:  # the local queue is full: let librdkafka drain it
                     poll(0.05)
+                except KafkaException as exc:  # refused before it was queued: failed
+                    self.failed += 1
+                    err = exc.args[0] if exc.args else exc
+                    self.errors[redact(err.str() if hasattr(err, "str") else str(err))] += 1
+                    break
             self.sent += 1
         self._since_poll += len(records)
         if self._since_poll >= self.POLL_EVERY:
