@@ -324,3 +324,22 @@ def test_the_entry_points_run_layers_of_the_same_pipeline() -> None:
         assert callable(getattr(pipeline, name)), name
     with pytest.raises(EcomstreamError, match="unknown layer 'platinum'"):
         entrypoints.run_layers(None, ("platinum",), {})
+
+
+def test_abfss_without_a_service_principal_uses_the_cluster_and_half_of_one_is_an_error(
+    cluster: Any,
+) -> None:
+    root = "abfss://lake@ecomstreamacct.dfs.core.windows.net/ecomstream"
+    only_eh = {k: v for k, v in cluster.items() if k[1] == "eventhubs-connection-string"}
+    spark = _FakeSpark()
+    env = databricks.create(topic="orders", storage_root=root, secrets=_getter(only_eh))
+    env._session = lambda: spark  # type: ignore[assignment,return-value]
+    env.spark()
+    assert spark.conf.values == {}
+
+    half = {k: v for k, v in cluster.items() if k[1] != "sp-tenant-id"}
+    env = databricks.create(topic="orders", storage_root=root, secrets=_getter(half))
+    env._session = lambda: _FakeSpark()  # type: ignore[assignment,return-value]
+    with pytest.raises(EcomstreamError, match="add sp-tenant-id") as caught:
+        env.spark()
+    assert SP_SECRET not in str(caught.value)

@@ -266,9 +266,22 @@ class DatabricksEnvironment(BaseEnvironment):
         if match is None or self._secrets is None:
             return  # Unity Catalog, a local path, or the cluster's own credentials
         scope = self.settings.secret_scope
-        client_id = self._secret(scope, SP_CLIENT_ID_KEY)
-        client_secret = self._secret(scope, SP_CLIENT_SECRET_KEY)
-        tenant = self._secret(scope, SP_TENANT_ID_KEY)
+        found: dict[str, str] = {}
+        for key in (SP_CLIENT_ID_KEY, SP_CLIENT_SECRET_KEY, SP_TENANT_ID_KEY):
+            with contextlib.suppress(EcomstreamError):
+                found[key] = self._secret(scope, key)
+        if not found:
+            return  # no service principal in the scope: an external location / cluster creds
+        missing = [
+            k for k in (SP_CLIENT_ID_KEY, SP_CLIENT_SECRET_KEY, SP_TENANT_ID_KEY) if k not in found
+        ]
+        if missing:
+            raise EcomstreamError(
+                f"secret scope {scope!r} holds part of a service principal for "
+                f"{match['account']}: add {', '.join(missing)} (or remove the others)"
+            )
+        client_id, client_secret = found[SP_CLIENT_ID_KEY], found[SP_CLIENT_SECRET_KEY]
+        tenant = found[SP_TENANT_ID_KEY]
         suffix = f"{match['account']}.dfs.core.windows.net"
         for key, value in {
             "fs.azure.account.auth.type": "OAuth",
