@@ -237,6 +237,17 @@ def test_start_time_makes_the_stream_identical_byte_for_byte() -> None:
     assert c.batch(10) != generator(11, fault_rate=0.3, start_time=start, rate=50).batch(10)
 
 
+def test_clean_records_are_the_same_bytes_with_or_without_faults() -> None:
+    """The no-fault fast path and the fault path format a clean order identically."""
+    start = dt.datetime(2026, 3, 1, 23, 59, 58, tzinfo=dt.UTC)  # batches straddle seconds
+    plain = generator(4, start_time=start, rate=300).batch(1500)
+    faulty = generator(4, fault_rate=0.3, start_time=start, rate=300)
+    mixed = faulty.batch(700) + faulty.batch(800)
+    same = [i for i, (_, _, kind) in enumerate(mixed) if kind is None]
+    assert len(same) > 900
+    assert all(mixed[i] == plain[i] for i in same)
+
+
 def test_event_time_follows_the_clock_with_small_jitter() -> None:
     now = 1_764_065_730.0
     gen = generator(3, clock=lambda: now)
