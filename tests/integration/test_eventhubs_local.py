@@ -111,27 +111,6 @@ def test_kafka_python_round_trip_through_sasl_ssl(sasl_broker: SaslBroker) -> No
     assert_secret_absent(sasl_broker)
 
 
-def test_a_wrong_key_is_refused_in_bounded_time_and_not_echoed(
-    sasl_broker: SaslBroker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from ecomstream import adapters
-    from ecomstream.errors import EcomstreamError, redact
-
-    wrong = _connection_string(sasl_broker.info.sasl_ssl_port or 0, hub=None)
-    monkeypatch.setenv("ECOMSTREAM_EVENTHUB_CONNECTION_STRING", wrong)
-    monkeypatch.setenv("ECOMSTREAM_KAFKA_SSL_CAFILE", str(sasl_broker.info.ca_file))
-    monkeypatch.setenv("ECOMSTREAM_DATABRICKS_LOCAL_PROOF", "1")
-    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
-    env = adapters.get("databricks", topic=HUB, data_dir="unused")
-    started = time.monotonic()
-    with pytest.raises(EcomstreamError, match="refused the connection string") as caught:
-        env.preflight()  # type: ignore[attr-defined]
-    assert time.monotonic() - started < 45
-    key = wrong.split("SharedAccessKey=")[1]
-    assert key not in str(caught.value) and key not in repr(env)
-    assert redact(wrong) == "***"
-
-
 def test_cli_starts_the_sasl_listener_and_refuses_without_a_password(tmp_path: Path) -> None:
     port, sasl_port = broker.free_port(), broker.free_port()
     base = [
@@ -157,57 +136,131 @@ def test_cli_starts_the_sasl_listener_and_refuses_without_a_password(tmp_path: P
     assert broker.running(tmp_path) is None
 
 
-def test_spark_reads_through_the_databricks_profiles_source_options(
-    spark, sasl_broker: SaslBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+INVALID_KINDS = (
+    "malformed_json",
+    "missing_order_id",
+    "invalid_timestamp",
+    "null_price",
+    "invalid_price",
+    "non_positive_price",
+    "null_quantity",
+    "invalid_quantity",
+    "non_positive_quantity",
+    "unknown_category",
+)
+
+
+def _cli(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ecomstream", *argv],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+
+
+def test_producer_and_pipeline_end_to_end_through_the_event_hubs_path(
+    spark,
+    sasl_broker: SaslBroker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
-    """The databricks adapter's options (unshaded JAAS class locally) drive Spark's Kafka
-    source over SASL_SSL into the adapter's bronze path and checkpoint."""
-    from kafka import KafkaProducer
+    """``ecomstream produce`` with an Event Hubs connection string, then the databricks
+    profile's pipeline (the wheel task entry point, all layers, availableNow) over SASL_SSL.
+    A run with a wrong key fails first. Neither run prints or writes the secret."""
+    from ecomstream import entrypoints
 
-    from ecomstream import adapters
+    hub = f"hub-{secrets.token_hex(4)}"
+    # a namespace-level string, as Azure's RootManageSharedAccessKey gives: the hub is --topic
+    env = sasl_broker.env()
+    summary_file = tmp_path / "summary.json"
+    produced = _cli(
+        "produce",
+        "--topic",
+        hub,
+        "--count",
+        "2000",
+        "--fault-rate",
+        "0.1",
+        "--seed",
+        "11",
+        "--rate",
+        "0",
+        "--summary-json",
+        str(summary_file),
+        env=env,
+    )
+    assert produced.returncode == 0, produced.stderr
+    summary = json.loads(summary_file.read_text())
+    assert summary["acknowledged"] == 2000 and summary["failed"] == 0
 
-    topic = f"src-{secrets.token_hex(4)}"
-    sent = [(f"o{i}".encode(), json.dumps({"order_id": f"o{i}"}).encode()) for i in range(500)]
-    producer = KafkaProducer(**_python_config(sasl_broker), acks="all")  # type: ignore[arg-type]
-    try:
-        for key, value in sent:
-            producer.send(topic, key=key, value=value)
-        producer.flush(timeout=60)
-    finally:
-        producer.close()
+    # a failing run: the right endpoint, a wrong key
+    wrong = _connection_string(sasl_broker.info.sasl_ssl_port or 0, hub=hub)
+    started = time.monotonic()
+    failed = _cli(
+        "pipeline",
+        "--profile",
+        "databricks",
+        "--topic",
+        hub,
+        "--data-dir",
+        str(tmp_path / "failed"),
+        "--once",
+        env=sasl_broker.env(ECOMSTREAM_EVENTHUB_CONNECTION_STRING=wrong),
+    )
+    failed_s = time.monotonic() - started
+    assert failed.returncode != 0
+    assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert "refused the connection string" in failed.stderr
+    assert failed_s < 90  # preflight is bounded (15 s), not kafka-python's endless retry
+    assert wrong.split("SharedAccessKey=")[1].split(";")[0] not in failed.stderr + failed.stdout
 
-    for name, value in sasl_broker.env().items():
+    # the succeeding run, in this process so it reuses the test session's JVM
+    for name, value in env.items():
         if name.startswith("ECOMSTREAM_"):
             monkeypatch.setenv(name, value)
     monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
-    env = adapters.get("databricks", topic=topic, data_dir=str(tmp_path))
-    env.preflight()  # type: ignore[attr-defined]
-    options = env.kafka_source_options()
-    assert options["kafka.bootstrap.servers"] == sasl_broker.info.sasl_ssl_bootstrap
-    assert options["kafka.sasl.jaas.config"].startswith(
-        "org.apache.kafka.common.security.plain.PlainLoginModule required "
-        'username="$ConnectionString"'
+    monkeypatch.setenv("TZ", "UTC")
+    data = tmp_path / "data"
+    code = entrypoints.run(
+        entrypoints.LAYERS,
+        [
+            "--profile=databricks",
+            f"--topic={hub}",
+            "--trigger=available-now",
+            f"--data-dir={data}",
+            "--max-offsets-per-trigger=100000",
+        ],
     )
-    assert options["kafka.ssl.truststore.type"] == "PEM"
-    assert options["failOnDataLoss"] == "true"
+    assert code == 0
+    printed = capfd.readouterr()
 
-    bronze = env.table("bronze/orders")
-    assert bronze.path == str(tmp_path / "bronze" / "orders")
-    source = spark.readStream.format("kafka").options(**options).load()
-    query = (
-        source.selectExpr("CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value")
-        .writeStream.format("delta")
-        .option("checkpointLocation", env.checkpoint("bronze"))
-        .trigger(availableNow=True)
-        .start(bronze.path)
+    def count(key: str) -> int:
+        return spark.read.format("delta").load(str(data / key)).count()
+
+    invalid = sum(summary["faults"].get(kind, 0) for kind in INVALID_KINDS)
+    assert count("bronze/orders") == summary["acknowledged"]
+    assert count("silver/quarantine") == invalid
+    assert count("silver/orders") == (
+        summary["acknowledged"] - invalid - summary["faults"].get("duplicate", 0)
     )
-    try:
-        query.awaitTermination(180)
-    finally:
-        query.stop()
-    rows = spark.read.format("delta").load(bronze.path).collect()
-    assert sorted((r.key, r.value) for r in rows) == sorted(
-        (k.decode(), v.decode()) for k, v in sent
+    assert count("gold/category_sales") > 0
+    bronze_topics = spark.read.format("delta").load(str(data / "bronze/orders"))
+    assert {r.kafka_topic for r in bronze_topics.select("kafka_topic").distinct().collect()} == {
+        hub
+    }
+    assert (data / "_checkpoints" / "bronze" / "offsets").is_dir()
+
+    searched = assert_secret_absent(
+        sasl_broker,
+        produced.stdout,
+        produced.stderr,
+        failed.stdout,
+        failed.stderr,
+        printed.out,
+        printed.err,
+        dirs=(tmp_path,),
     )
-    assert (tmp_path / "_checkpoints" / "bronze" / "offsets").is_dir()
-    assert assert_secret_absent(sasl_broker, repr(env), dirs=(tmp_path,)) > 5
+    assert searched > 20  # tables, checkpoints, logs, the summary: not an empty search
