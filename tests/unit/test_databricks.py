@@ -343,3 +343,14 @@ def test_abfss_without_a_service_principal_uses_the_cluster_and_half_of_one_is_a
     with pytest.raises(EcomstreamError, match="add sp-tenant-id") as caught:
         env.spark()
     assert SP_SECRET not in str(caught.value)
+
+
+def test_the_producer_entry_point_takes_the_scope_options_off_before_produce() -> None:
+    produce = str(Path(sys.executable).parent / "ecomstream-produce")
+    line = _one_line(_run(produce, "--secret-scope=s", "--secret-key", "k", "--count", "1"))
+    assert "no broker" in line  # produce's own message: the scope options did not reach it
+    from ecomstream.entrypoints import _take
+
+    args = ["--topic=t", "--secret-scope", "s", "--secret-key=k", "--rate=5"]
+    assert (_take(args, "--secret-scope"), _take(args, "--secret-key")) == ("s", "k")
+    assert args == ["--topic=t", "--rate=5"]

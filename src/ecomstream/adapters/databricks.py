@@ -144,9 +144,7 @@ class DatabricksEnvironment(BaseEnvironment):
             if self._session is not None:
                 self._spark = self._session()
             else:
-                from ecomstream.spark import active_session
-
-                self._spark = active_session()
+                self._spark = _cluster_session()
             self._configure_storage(self._spark)
         return self._spark
 
@@ -321,8 +319,12 @@ class DatabricksEnvironment(BaseEnvironment):
                 tmp.write_text(text)
                 tmp.replace(path)
             except OSError as exc:
+                hint = ""
+                if location.startswith("/Volumes/"):
+                    c, sch, vol = location.split("/")[2:5]
+                    hint = f" (does the volume exist? CREATE VOLUME IF NOT EXISTS {c}.{sch}.{vol})"
                 raise EcomstreamError(
-                    f"{path.parent} is not writable: {exc.strerror or type(exc).__name__}"
+                    f"{path.parent} is not writable: {exc.strerror or type(exc).__name__}{hint}"
                 ) from None
             return
         _dbutils_fs(self.spark()).put(location, text, True)
@@ -359,11 +361,17 @@ def _dbutils_fs(spark: SparkSession) -> Any:
     return _dbutils(spark).fs
 
 
+def _cluster_session() -> SparkSession:
+    """The cluster's session. A wheel task's process may have none marked active yet; the
+    builder then attaches to the driver's (it never starts a second Spark on a cluster)."""
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
+
+
 def _cluster_secrets() -> SecretGetter:
     def get(scope: str, key: str) -> str:
-        from pyspark.sql import SparkSession
-
-        return str(_dbutils(SparkSession.getActiveSession()).secrets.get(scope=scope, key=key))
+        return str(_dbutils(_cluster_session()).secrets.get(scope=scope, key=key))
 
     return get
 
