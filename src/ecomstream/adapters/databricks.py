@@ -59,8 +59,8 @@ SP_TENANT_ID_KEY = "sp-tenant-id"
 # Source defaults, chosen for Event Hubs (see docs/databricks.md, "Source settings"):
 # - earliest: a new pipeline takes everything the hub still retains (1-7 days on Standard);
 #   after that the checkpoint decides and this setting is ignored.
-# - 100,000 records per micro-batch bound a catch-up batch to ~100 MB at ~1 KB per order,
-#   which a 2-worker cluster merges in seconds; Event Hubs serves 1 MB/s/TU anyway.
+# - 100,000 records per micro-batch bound a catch-up batch to ~35 MB (orders are ~350 bytes),
+#   which a 2-worker cluster merges in seconds; egress is capped at 4,096 events/s per TU anyway.
 # - failOnDataLoss=true: if retention expired events the pipeline never saw, stop and say so
 #   rather than skip them silently (bronze promises none dropped).
 DEFAULT_STARTING_OFFSETS = "earliest"
