@@ -303,6 +303,7 @@ def test_every_bundle_task_parameter_list_parses() -> None:
         for task in job["tasks"]:
             wheel = task["python_wheel_task"]
             if wheel["entry_point"] == "ecomstream-produce":
+                _check_producer_parameters(job, wheel["parameters"])
                 continue
             args = entrypoints.build_parser(wheel["entry_point"]).parse_args(wheel["parameters"])
             assert args.catalog == "ecomstream" and args.schema == "orders"
@@ -313,6 +314,21 @@ def test_every_bundle_task_parameter_list_parses() -> None:
             assert args.max_offsets_per_trigger == 500_000
             checked += 1
     assert checked == 4
+
+
+def _check_producer_parameters(job: dict[str, Any], parameters: list[str]) -> None:
+    """Job parameters as Databricks fills them in, then ``ecomstream produce``'s own parser."""
+    from ecomstream.cli import build_parser
+
+    defaults = {p["name"]: p["default"] for p in job["parameters"]}
+    filled = [
+        p.replace("{{job.parameters.rate}}", defaults["rate"]).replace(
+            "{{job.parameters.duration}}", defaults["duration"]
+        )
+        for p in parameters
+    ]
+    args = build_parser().parse_args(["produce", *filled])
+    assert args.rate == 1000 and args.duration == 300 and args.topic == "orders"
 
 
 def test_the_entry_points_run_layers_of_the_same_pipeline() -> None:
