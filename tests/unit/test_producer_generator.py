@@ -230,9 +230,9 @@ def test_same_seed_same_orders_except_event_time(seed: int, rate: float) -> None
 
 def test_start_time_makes_the_stream_identical_byte_for_byte() -> None:
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    a = generator(11, fault_rate=0.3, start_time=start, rate=50)
-    b = generator(11, fault_rate=0.3, start_time=start, rate=50)
-    assert a.batch(500) + a.batch(7) == b.batch(507)
+    a = generator(11, fault_rate=0.3, start_time=start, rate=70)  # 14.2857... ms per order
+    b = generator(11, fault_rate=0.3, start_time=start, rate=70)
+    assert a.batch(500) + a.batch(7) + a.batch(1) + a.batch(999) == b.batch(1507)
     c = generator(12, fault_rate=0.3, start_time=start, rate=50)
     assert c.batch(10) != generator(11, fault_rate=0.3, start_time=start, rate=50).batch(10)
 

@@ -196,6 +196,7 @@ class OrderGenerator:
                 start_time = start_time.replace(tzinfo=dt.UTC)
             self._sim_ms = start_time.timestamp() * 1000.0
         self._sim_step_ms = 1000.0 / rate if rate > 0 else 1.0
+        self._sim_index = 0
         self._time_text = _TimeText()
         self._fault_acc = self._rng.random()  # the seeded offset u
         self._round: list[str] = []
@@ -220,9 +221,10 @@ class OrderGenerator:
         if self._sim_ms is None:
             now = int(self._clock() * 1000)
             return [now] * n
-        start, step = self._sim_ms, self._sim_step_ms
-        self._sim_ms = start + step * n
-        return [int(start + step * i) for i in range(n)]
+        # from the order's index, not a running sum: the same times however the run is batched
+        first, start, step = self._sim_index, self._sim_ms, self._sim_step_ms
+        self._sim_index += n
+        return [int(start + step * i) for i in range(first, first + n)]
 
     # -- faults -----------------------------------------------------------------------------
     def _next_kind(self) -> str:
