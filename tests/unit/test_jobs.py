@@ -174,3 +174,28 @@ def test_the_unsafe_switch_really_drops_idempotence(spark, tmp_path: Path, monke
     writes.append(df, table, "app", 0)
     writes.append(df, table, "app", 0)
     assert spark.read.format("delta").load(table.path).count() == 2
+
+
+def test_silver_batch_runs_the_checks_once(spark, tmp_path: Path):
+    """Both sides of ``validate`` read the batch's cached checks instead of recomputing them."""
+    import datetime as dt
+
+    from ecomstream.catalogue import DEFAULT_CATEGORIES
+    from ecomstream.jobs.silver import checked_frame
+    from ecomstream.schemas import KAFKA_SOURCE_SCHEMA
+    from ecomstream.transforms.bronze import to_bronze
+    from ecomstream.transforms.silver import validate
+
+    kafka = spark.createDataFrame(
+        [(b"a", b'{"order_id": "a"}', "t", 0, 1, dt.datetime(2026, 1, 1), 0)], KAFKA_SOURCE_SCHEMA
+    )
+    to_bronze(kafka).write.format("delta").save(str(tmp_path / "b"))
+    batch = spark.read.format("delta").load(str(tmp_path / "b"))
+    checked = checked_frame(batch, DEFAULT_CATEGORIES)
+    assert checked is not None
+    try:
+        for side in validate(batch, DEFAULT_CATEGORIES):
+            plan = side._jdf.queryExecution().withCachedData().toString()
+            assert "InMemoryRelation" in plan
+    finally:
+        checked.unpersist()
