@@ -56,6 +56,8 @@ class StreamJob:
         return f"ecomstream-{self.name}-{table}-{self._query_id}"
 
     def metrics_table_write(self, row: metrics.BatchMetrics) -> None:
+        if not row.input_rows:  # an empty batch (e.g. a new stream's first) is not worth a row
+            return
         spark = self.env.spark()
         metrics.write(
             spark,
