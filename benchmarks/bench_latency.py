@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ecomstream import broker
 
+    load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     bootstrap = args.bootstrap_servers
     roots: list[int] = []
@@ -231,6 +232,8 @@ Targets: p95 <= 3 s to silver, <= 5 s to gold, <= 4 GiB RSS for the whole stack.
 
 Events: {sent:,} sent, {len(rows):,} in silver, {len(to_gold):,} reached gold.
 Peak RSS of the whole stack (pipeline driver + Spark JVM, broker, producer): **{gib:.2f} GiB**.
+Load average (1 min) at start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f} on
+{os.cpu_count()} cores (figures from a shared, busy machine are a floor, not the design's).
 Silver visibility is the commit time of the Delta commit that added the event's file; gold
 visibility the end of the first gold batch that started after that commit.
 """,

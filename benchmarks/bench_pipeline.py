@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     from ecomstream.jobs.settings import PipelineSettings
     from ecomstream.spark import local_session
 
+    load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     bootstrap = args.bootstrap_servers
     try:
@@ -142,6 +144,8 @@ Ratio pipeline / passthrough: **{ratio:.2f}x**. Tables after the run: bronze
 {count["bronze/orders"]:,}, silver {count["silver/orders"]:,}, quarantine
 {count["silver/quarantine"]:,} (producer: {summary.get("clean", "?")} clean,
 faults {summary.get("faults", {})}).
+Load average (1 min) at start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f} on
+{os.cpu_count()} cores (figures from a shared, busy machine are a floor, not the design's).
 The pipeline time includes creating the tables, starting three queries one after the other and
 the silver MERGE and gold recomputation; the passthrough ran first in the same JVM.
 """,
