@@ -10,7 +10,7 @@ grows with the data, not with a streaming state store. Each write is idempotent 
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
@@ -32,12 +32,12 @@ def checked_frame(batch_df: DataFrame, categories: tuple[str, ...]) -> DataFrame
     makes the (regex- and cast-heavy) checks run once per batch instead of once per action.
     Purely an optimisation: if the transform's shape changes, nothing is cached.
     """
+    checks: Any = with_checks  # its signature is the transforms' business; both shapes work
     try:
-        params = inspect.signature(with_checks).parameters
-        if len(params) >= 2:
-            checked = with_checks(batch_df, categories)  # type: ignore[call-arg]
+        if len(inspect.signature(checks).parameters) >= 2:
+            checked = checks(batch_df, categories)
         else:
-            checked = with_checks(categories)(batch_df)  # type: ignore[call-arg,operator]
+            checked = checks(categories)(batch_df)
     except Exception:
         return None
     return checked.persist(StorageLevel.MEMORY_AND_DISK)
