@@ -11,10 +11,13 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from hypothesis import strategies as st
+
+from ecomstream.catalogue import DEFAULT_CATEGORIES
 from ecomstream.schemas import KAFKA_SOURCE_SCHEMA
 
 BASE_TIME = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -113,3 +116,200 @@ def dumps(event: Any) -> str:
     for i, token in enumerate(tokens):
         text = text.replace(json.dumps(f"\u0000raw{i}\u0000"), token)
     return text
+
+
+# --- strategies ------------------------------------------------------------------------------
+
+ABSENT = object()
+"""A field value meaning: leave the field out of the event."""
+
+# Fault kinds, named as the producer names them, each a way to spoil one field.
+FAULT_KINDS = (
+    "missing_order_id",
+    "invalid_timestamp",
+    "null_price",
+    "invalid_price",
+    "non_positive_price",
+    "null_quantity",
+    "invalid_quantity",
+    "non_positive_quantity",
+    "unknown_category",
+)
+
+MALFORMED_PAYLOADS: tuple[bytes | None, ...] = (
+    None,
+    b"",
+    b"   ",
+    b"not json",
+    b"[1, 2]",
+    b'[{"order_id": "x"}]',
+    b"42",
+    b'"a string"',
+    b"true",
+    b"null",
+    b"{'order_id': 'x'}",
+    b'{"price": NaN}',
+    b'{"order_id": "a", "order_id": "b"}',
+    b'{"order_id": "\xc3\x28"}',
+)
+
+
+def _timestamp_text(when: datetime, style: int) -> str:
+    """One instant written in several ISO-8601 spellings that all mean it."""
+    if style == 0:
+        return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if style == 1:
+        return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+    if style == 2:
+        return when.astimezone(timezone_of(5, 30)).isoformat(timespec="microseconds")
+    if style == 3:
+        local = when.astimezone(timezone_of(-8, 0)).isoformat(timespec="seconds")
+        return local[:-3] + local[-2:]  # -0800
+    if style == 4:
+        return when.replace(tzinfo=None).isoformat(timespec="seconds")  # no offset: UTC
+    return when.isoformat(timespec="microseconds").replace("+00:00", "Z")[:-1] + "789Z"
+
+
+def timezone_of(hours: int, minutes: int):  # type: ignore[no-untyped-def]
+    from datetime import timezone
+
+    sign = 1 if hours >= 0 else -1
+    return timezone(sign * timedelta(hours=abs(hours), minutes=minutes))
+
+
+event_times = st.builds(
+    lambda seconds, micros: BASE_TIME + timedelta(seconds=seconds, microseconds=micros),
+    # Late events reach hours back; most are within the last few minutes.
+    st.one_of(st.integers(-600, 600), st.integers(-6 * 3600, 0)),
+    st.integers(0, 999_999),
+)
+
+timestamps = st.builds(_timestamp_text, event_times, st.integers(0, 5))
+
+_cents_values = st.decimals(
+    min_value=Decimal("0.01"), max_value=Decimal("5000"), places=2, allow_nan=False
+)
+valid_prices = st.one_of(
+    _cents_values.map(lambda d: Raw(str(d))),
+    _cents_values.map(str),
+    st.decimals(min_value=Decimal("0.005"), max_value=Decimal("999.9999"), places=4).map(
+        lambda d: Raw(str(d))
+    ),
+    st.sampled_from(
+        [Raw("0.005"), Raw("9999999999.99"), Raw("1e2"), Raw("2.5E1"), " 12.5 ", "7", Raw("3")]
+    ),
+)
+invalid_prices = st.sampled_from(
+    ["abc", "", Raw("true"), Raw("false"), {}, [1], "1,5", "Infinity", "0x10", Raw("1e400"),
+     Raw("10000000000"), Raw("9999999999.995"), "1e30"]
+)  # fmt: skip
+non_positive_prices = st.sampled_from(
+    [Raw("0"), Raw("-0.0"), "-3.5", Raw("0.004"), Raw("-10000000000"), "-0", Raw("-1e400")]
+)
+valid_quantities = st.one_of(
+    st.integers(1, 50).map(lambda n: Raw(str(n))),
+    st.integers(1, 50).map(str),
+    st.sampled_from([Raw("2.0"), "3.00", Raw("1e1"), " 4 ", Raw("2147483647")]),
+)
+invalid_quantities = st.sampled_from(
+    [Raw("2.5"), "2.5", "abc", Raw("true"), {}, [], "", Raw("2147483648"), "1e100"]
+)
+non_positive_quantities = st.sampled_from([Raw("0"), "-1", Raw("-2.5"), "0.0", Raw("-3e9")])
+categories = st.sampled_from(DEFAULT_CATEGORIES)
+unknown_categories = st.sampled_from(["books", "Electronics ", "Weapons", "", Raw("5"), ABSENT])
+
+text = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12
+)  # any Unicode but lone surrogates
+
+
+@st.composite
+def clean_events(draw: st.DrawFn, order_id: str) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "order_timestamp": draw(timestamps),
+        "customer_id": draw(st.one_of(text, st.just(ABSENT), st.none())),
+        "product_id": draw(text),
+        "product_name": draw(text),
+        "category": draw(categories),
+        "price": draw(valid_prices),
+        "quantity": draw(valid_quantities),
+        "currency": "USD",
+        "payment_method": draw(st.sampled_from(["paypal", "credit_card", "gift_card"])),
+        "city": draw(st.sampled_from(["Austin", "Paris", "S\u00e3o Paulo", "", ABSENT])),
+        "state": draw(st.sampled_from(["TX", None, ABSENT])),
+        "country": draw(st.sampled_from(["US", "FR", "BR", None])),
+    }
+
+
+def _spoil(draw: st.DrawFn, event: dict[str, Any], kind: str) -> None:
+    if kind == "missing_order_id":
+        event["order_id"] = draw(st.sampled_from([ABSENT, None, "", "  ", "\t\n"]))
+    elif kind == "invalid_timestamp":
+        event["order_timestamp"] = draw(
+            st.sampled_from(
+                [ABSENT, None, "", "yesterday", "2026", "2026-11-25", "2026-02-30T10:00:00Z",
+                 "2026-11-25T24:00:00Z", "2026-11-25T10:00:00+19:00", "2026-11-25 10:00:00Z",
+                 "2026-11-25T10:00:00Z\n", "1795601730"]
+            )
+        )  # fmt: skip
+    elif kind == "null_price":
+        event["price"] = draw(st.sampled_from([ABSENT, None]))
+    elif kind == "invalid_price":
+        event["price"] = draw(invalid_prices)
+    elif kind == "non_positive_price":
+        event["price"] = draw(non_positive_prices)
+    elif kind == "null_quantity":
+        event["quantity"] = draw(st.sampled_from([ABSENT, None]))
+    elif kind == "invalid_quantity":
+        event["quantity"] = draw(invalid_quantities)
+    elif kind == "non_positive_quantity":
+        event["quantity"] = draw(non_positive_quantities)
+    elif kind == "unknown_category":
+        event["category"] = draw(unknown_categories)
+    else:  # pragma: no cover - a typo in FAULT_KINDS
+        raise AssertionError(kind)
+
+
+def event_bytes(event: dict[str, Any]) -> bytes:
+    return dumps({k: v for k, v in event.items() if v is not ABSENT}).encode()
+
+
+@st.composite
+def streams(draw: st.DrawFn, max_orders: int = 40, max_partitions: int = 3) -> list[Record]:
+    """A topic's worth of records: clean, faulty, malformed, duplicated, re-sent, late.
+
+    Order ids come from a small pool so that, besides the explicit duplicates and re-sends,
+    ids also collide by chance between unrelated events (valid or not).
+    """
+    pool = [f"order-{i}" for i in range(draw(st.integers(3, max_orders)))]
+    payloads: list[bytes | None] = []
+    for _ in range(draw(st.integers(1, max_orders))):
+        action = draw(
+            st.sampled_from(["clean", "clean", "faulty", "malformed", "duplicate", "resend"])
+        )
+        order_id = draw(st.sampled_from(pool))
+        if action == "malformed":
+            payloads.append(draw(st.sampled_from(MALFORMED_PAYLOADS)))
+        elif action == "duplicate" and payloads:
+            # An exact re-send of an earlier record, now or (placed by the shuffle) much later.
+            payloads.append(draw(st.sampled_from(payloads)))
+        else:
+            event = draw(clean_events(order_id))
+            if action in ("faulty", "resend"):
+                for kind in draw(st.lists(st.sampled_from(FAULT_KINDS), min_size=1, max_size=3)):
+                    _spoil(draw, event, kind)
+            if action == "resend":
+                payloads.append(event_bytes(event))
+                event = draw(clean_events(order_id))  # the corrected re-send
+            payloads.append(event_bytes(event))
+    partitions = draw(st.integers(1, max_partitions))
+    assignment = draw(
+        st.lists(st.integers(0, partitions - 1), min_size=len(payloads), max_size=len(payloads))
+    )
+    next_offset = [draw(st.integers(0, 5)) for _ in range(partitions)]
+    records = []
+    for payload, partition in zip(payloads, assignment, strict=True):
+        records.append(Record(partition, next_offset[partition], payload))
+        next_offset[partition] += 1
+    return records

@@ -1,15 +1,26 @@
 from __future__ import annotations
 
+import os
 from datetime import date, datetime
 from decimal import Decimal
 
 import pytest
 from chispa import assert_df_equality
+from hypothesis import HealthCheck, given, settings
+from pyspark.sql import functions as F
 
 from ecomstream.schemas import QUARANTINE_SCHEMA, SILVER_SCHEMA
 from ecomstream.transforms.bronze import to_bronze
 from ecomstream.transforms.silver import first_per_order, validate
-from tests.unit.order_strategies import Raw, clean_order, dumps, kafka_frame, payloads_to_records
+from tests.unit import contract_model as model
+from tests.unit.order_strategies import (
+    Raw,
+    clean_order,
+    dumps,
+    kafka_frame,
+    payloads_to_records,
+    streams,
+)
 
 
 def _split(spark, payloads):
@@ -48,6 +59,13 @@ CASES: list[tuple[str | None, list[str]]] = [
     (_with()[:-1], ["malformed_json"]),
     ("{'order_id': 'x'}", ["malformed_json"]),
     ('{"price": NaN}', ["malformed_json"]),
+    ('{"price": 01}', ["malformed_json"]),
+    (_with()[:-1] + ', "quantity": "x"}', ["invalid_quantity"]),  # duplicate name: last wins
+    (_with(quantity="x")[:-1] + ', "quantity": 3}', []),
+    (_with(price=Raw("1234567890.1249999999999999999")), []),
+    (_with(price=Raw("1234567890.1250000000000000001")), []),
+    (_with(price=Raw("-1e400")), ["invalid_price", "non_positive_price"]),
+    (_with(price="-Infinity"), ["invalid_price"]),
     (
         "{}",
         [
@@ -239,3 +257,67 @@ def test_first_per_order_keeps_the_lowest_coordinates(spark, partitions):
         price = Decimal(payload.split('"price": "')[1].split('"')[0]).quantize(Decimal("0.01"))
         expected.setdefault(order_id, (record.partition, record.offset, price))
     assert kept == expected
+
+
+# --- properties against the plain-Python model ---------------------------------------------
+
+SILVER_COMPARED = [
+    "order_id", "customer_id", "product_id", "product_name", "category", "price", "quantity",
+    "currency", "payment_method", "city", "state", "country", "total_amount", "order_date",
+    "order_hour", "price_band",
+]  # fmt: skip
+
+
+def _spark_outcome(spark, records):
+    bronze = to_bronze(kafka_frame(spark, records))
+    valid, quarantined = validate(bronze)
+    coordinates = ["kafka_partition", "kafka_offset"]
+    quarantine = {
+        (r.kafka_partition, r.kafka_offset): list(r.reasons)
+        for r in quarantined.select(*coordinates, "reasons").collect()
+    }
+    valid_rows = {
+        (r.kafka_partition, r.kafka_offset): r.asDict()
+        for r in valid.select(
+            *coordinates, *SILVER_COMPARED, F.unix_micros("order_timestamp").alias("ts_micros")
+        ).collect()
+    }
+    silver = {
+        r.order_id: (r.kafka_partition, r.kafka_offset)
+        for r in first_per_order(valid).select("order_id", *coordinates).collect()
+    }
+    return quarantine, valid_rows, silver
+
+
+def _model_row(row):
+    return {
+        "kafka_partition": row["kafka_partition"],
+        "kafka_offset": row["kafka_offset"],
+        **{name: row[name] for name in SILVER_COMPARED},
+        "ts_micros": model.epoch_micros(row["order_timestamp"]),
+    }
+
+
+@settings(
+    max_examples=int(os.environ.get("ECOMSTREAM_HYPOTHESIS_EXAMPLES", "12")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(records=streams())
+def test_silver_and_quarantine_match_the_contract_model(spark, records):
+    quarantine, valid_rows, silver = _spark_outcome(spark, records)
+    expected = model.run([(r.partition, r.offset, r.value) for r in records])
+
+    assert quarantine == expected.quarantine
+    assert valid_rows == {k: _model_row(v) for k, v in expected.valid.items()}
+    assert silver == {
+        oid: (row["kafka_partition"], row["kafka_offset"]) for oid, row in expected.silver.items()
+    }
+    # Every bronze row lands in exactly one of silver, quarantine, duplicates.
+    everything = {(r.partition, r.offset) for r in records}
+    in_silver = set(silver.values())
+    duplicates = set(valid_rows) - in_silver
+    assert in_silver.isdisjoint(quarantine)
+    assert len(in_silver) + len(quarantine) + len(duplicates) == len(records)
+    assert in_silver | set(quarantine) | duplicates == everything
+    assert duplicates == expected.duplicates

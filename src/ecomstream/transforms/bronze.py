@@ -1,20 +1,34 @@
-"""Bronze: every Kafka record as received, plus its coordinates and a lenient parse."""
+"""Bronze: every Kafka record as received, its coordinates, and a strict parse of the payload."""
 
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from ecomstream.schemas import BRONZE_SCHEMA, ORDER_EVENT_SCHEMA
+from ecomstream.schemas import BRONZE_SCHEMA, EVENT_FIELDS, ORDER_EVENT_SCHEMA
+
+# JSON whitespace only (RFC 8259): a payload that is an object starts with "{" after it.
+OBJECT_START = r"^[ \t\n\r]*\{"
+_END_FIELD = "__ecomstream_end"
+_END_VALUE = "end-of-payload"
+_WRAPPED_SCHEMA = T.ArrayType(
+    T.StructType([*ORDER_EVENT_SCHEMA.fields, T.StructField(_END_FIELD, T.StringType())])
+)
+# Strict JSON: Spark's defaults also accept 'single quotes' and NaN / Infinity tokens.
+_STRICT_JSON = {
+    "mode": "PERMISSIVE",
+    "allowSingleQuotes": "false",
+    "allowNonNumericNumbers": "false",
+}
 
 
 def to_bronze(kafka_rows: DataFrame) -> DataFrame:
     """Kafka source rows -> bronze rows, one for one (nothing dropped, nothing added).
 
-    ``raw_value`` is the value's bytes as a string, untouched; ``event`` is a best-effort parse
-    by :data:`ORDER_EVENT_SCHEMA` for people browsing bronze. Silver does not trust ``event``
-    (Spark's ``from_json`` accepts trailing garbage and rewrites number tokens): it re-parses
-    ``raw_value`` strictly.
+    ``raw_value`` is the value's bytes as a string, untouched. ``event`` is the payload parsed
+    by :data:`ORDER_EVENT_SCHEMA` (every field as text) when the payload is exactly one JSON
+    object, and NULL otherwise: see :func:`parse_event`.
     """
     raw_value = F.col("value").cast("string")
     return kafka_rows.select(
@@ -25,9 +39,31 @@ def to_bronze(kafka_rows: DataFrame) -> DataFrame:
         F.col("offset").cast("long").alias("kafka_offset"),
         F.col("timestamp").alias("kafka_timestamp"),
         F.current_timestamp().alias("ingested_at"),
-        _lenient_event(raw_value).alias("event"),
+        parse_event(raw_value).alias("event"),
     ).select(*BRONZE_SCHEMA.fieldNames())
 
 
-def _lenient_event(raw_value: Column) -> Column:
-    return F.from_json(raw_value, ORDER_EVENT_SCHEMA, {"mode": "PERMISSIVE"})
+def parse_event(raw_value: Column) -> Column:
+    """The payload as an ``ORDER_EVENT_SCHEMA`` struct if it is exactly one JSON object, else NULL.
+
+    Spark's JSON readers stop after the first value and ignore the rest, so ``{"a":1} garbage``
+    would parse. Hence the payload is parsed wrapped as ``[<payload>, {END}]``: trailing garbage
+    makes the wrapper invalid JSON (NULL), and a payload that closes the array early or adds
+    elements leaves END out of second place. One parse, no VARIANT. Field values that are not
+    JSON strings arrive as their JSON text (``true``, ``{"a":1}``, numbers through a double:
+    silver re-reads long numbers exactly).
+    """
+    wrapped = F.from_json(
+        F.concat(F.lit("["), raw_value, F.lit(f',{{"{_END_FIELD}":"{_END_VALUE}"}}]')),
+        _WRAPPED_SCHEMA,
+        _STRICT_JSON,
+    )
+    one_object = (
+        (F.size(wrapped) == 2)
+        & (wrapped[1][_END_FIELD] == F.lit(_END_VALUE))
+        & wrapped[0].isNotNull()
+        & raw_value.rlike(OBJECT_START)
+        & F.is_valid_utf8(raw_value)
+    )
+    event = F.struct(*(wrapped[0][name].alias(name) for name in EVENT_FIELDS))
+    return F.when(F.coalesce(one_object, F.lit(False)), event)

@@ -1,16 +1,21 @@
-"""Silver: strict parsing, validation into (valid, quarantined), typing, derived columns, dedup.
+"""Silver: strict validation into (valid, quarantined), typing, derived columns, dedup.
 
-Why the payload is parsed again with ``try_parse_json`` (VARIANT) rather than trusting bronze's
-``from_json``: ``from_json`` accepts ``{"a":1} garbage``, single quotes and ``NaN``, and turns
-number tokens into text through a double (``1e400`` -> ``"Infinity"``). ``try_parse_json`` is
-a strict RFC 8259 parser that keeps exact decimals (up to 38 digits) and each value's JSON type,
-which is what the rules in ``docs/rules.md`` need. No Python UDFs: all of it is Catalyst
-expressions.
+How each contract rule is decided is in ``docs/rules.md``; the short version:
+
+* Bronze's ``event`` is NULL unless the payload is exactly one JSON object (strict parse, see
+  :func:`ecomstream.transforms.bronze.parse_event`): that is ``malformed_json``.
+* Text fields come from ``event`` as they are. Number tokens went through a double in
+  ``from_json`` (``2.50`` -> ``2.5``), exact up to 15 significant digits; a price or quantity
+  whose text is longer (or ``Infinity``) is re-read exactly from the payload with
+  ``try_parse_json`` (VARIANT keeps 38 digits). That costs a second parse, for those rows only.
+* ``reasons`` is only built for the quarantined side: the valid side needs one boolean.
+
+No Python UDFs: everything is a Catalyst expression (and code-generated).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -18,44 +23,47 @@ from pyspark.sql import types as T
 
 from ecomstream.catalogue import DEFAULT_CATEGORIES
 from ecomstream.schemas import (
-    EVENT_FIELDS,
+    ORDER_EVENT_SCHEMA,
     PRICE_TYPE,
     QUARANTINE_SCHEMA,
     REASON_CODES,
     SILVER_SCHEMA,
     TOTAL_TYPE,
 )
+from ecomstream.transforms.bronze import parse_event
 
-# The same patterns drive the plain-Python model in tests/unit/contract_model.py.
-# JSON whitespace only (RFC 8259): a payload that is an object starts with "{" after it.
-OBJECT_START = r"^[ \t\n\r]*\{"
+# Java regexes (rlike). "\z" is the very end: Java's "$" would also match before a final line
+# terminator. tests/unit/contract_model.py states the same rules independently in Python.
 # order_id "empty": nothing but ASCII whitespace (Java's \s, spelled out so Python agrees).
-BLANK = r"^[ \t\n\r\f\x0B]*$"
-# A string holding a number: decimal notation, optional sign, fraction, exponent, and spaces
-# around it (Spark's own cast also accepts "1d", "0x10" or "Infinity" in places: we do not).
-NUMBER_TEXT = r"^[ \t\n\r]*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?[ \t\n\r]*$"
+BLANK = r"^[ \t\n\r\f\x0B]*\z"
+# A number, as a JSON token or inside a string: decimal notation, optional sign, fraction,
+# exponent, and JSON whitespace around it. (Spark's own casts also take "1d" or "Infinity".)
+NUMBER_TEXT = r"^[ \t\n\r]*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?[ \t\n\r]*\z"
 # ISO-8601 date-time, seconds required, fraction optional (truncated to microseconds), offset
 # "Z", +HH:MM, +HHMM or +HH; without an offset the time is read as UTC.
-TIMESTAMP_TEXT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
-TIMESTAMP_OFFSET = r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
-# A quantity must be integral; decimal(38,27) holds every int exactly with 27 fraction digits.
-# A non-zero digit further out than that is caught on the text.
+TIMESTAMP_TEXT = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?\z"
+)
+# A quantity must be integral. decimal(38,27) holds every int with 27 fraction digits; a
+# non-zero digit further out than that is caught on the text.
 QUANTITY_PROBE_TYPE = T.DecimalType(38, 27)
 FAR_FRACTION = r"\.[0-9]{27}[0-9]*[1-9]"
 
-# Written as JSON escapes: a payload could only forge it by containing exactly this string.
-_SENTINEL = '"\\u0000ecomstream:end-of-payload\\u0000"'
-_SENTINEL_VALUE = "\u0000ecomstream:end-of-payload\u0000"
+# A number text from from_json that a double may have rounded: 16+ digits before any exponent.
+LONG_NUMBER = r"^[^eE]*([0-9][^0-9eE]*){16}"
+_JSON_WS = " \t\n\r"
 
-NUMBER_TYPES = ("TINYINT", "SMALLINT", "INT", "BIGINT", "FLOAT", "DOUBLE")
-
-# Reporting helper: upper bounds (exclusive) of the price bands, in order.
+# Reporting helper: (band, exclusive upper bound of the unit price), in order.
 PRICE_BANDS: tuple[tuple[str, int | None], ...] = (
     ("under_25", 25),
     ("25_to_100", 100),
     ("100_to_500", 500),
     ("500_plus", None),
 )
+
+# The condition for each reason code but malformed_json (which replaces them all).
+_CHECKS: tuple[str, ...] = REASON_CODES[1:]
 
 
 def validate(
@@ -65,18 +73,22 @@ def validate(
 
     ``valid`` has the silver columns (typed, derived), not yet deduplicated: see
     :func:`first_per_order`. ``quarantined`` has the contract's quarantine columns with
-    ``reasons`` in contract order (``malformed_json`` alone).
+    ``reasons`` in contract order (``malformed_json`` alone), plus ``order_id`` (as sent, when
+    readable), ``kafka_timestamp`` and ``ingested_at``.
     """
-    checked = bronze.transform(with_checks(tuple(categories)))
-    valid = checked.where(F.size("reasons") == 0).select(*SILVER_SCHEMA.fieldNames())
-    quarantined = checked.where(F.size("reasons") > 0).select(
+    checked = with_checks(bronze, tuple(categories))
+    failed = F.col("_malformed")
+    for code in _CHECKS:
+        failed = failed | F.col(f"_{code}")
+    valid = checked.where(~failed).select(*_silver_columns())
+    quarantined = checked.where(failed).select(
         "raw_value",
         "kafka_topic",
         "kafka_partition",
         "kafka_offset",
-        "reasons",
+        _reasons().alias("reasons"),
         F.current_timestamp().alias("quarantined_at"),
-        "order_id",
+        F.col("_order_id").alias("order_id"),
         "kafka_timestamp",
         "ingested_at",
     )
@@ -97,148 +109,147 @@ def first_per_order(valid: DataFrame) -> DataFrame:
     )
 
 
-def with_checks(categories: tuple[str, ...]) -> Callable[[DataFrame], DataFrame]:
-    """A frame transform adding every typed field, the derived columns and ``reasons``."""
-
-    def transform(bronze: DataFrame) -> DataFrame:
-        parsed = bronze.withColumn("_doc", strict_object("raw_value"))
-        fields = {name: _text(name) for name in EVENT_FIELDS}
-        price = _number("price")
-        quantity = _number("quantity")
-        typed = parsed.select(
-            "*",
-            *(column.alias(f"_{name}") for name, column in fields.items()),
-            *(column.alias(f"_price_{key}") for key, column in price.items()),
-            *(column.alias(f"_quantity_{key}") for key, column in quantity.items()),
-        )
-        return typed.transform(_typed_columns).transform(_with_reasons(categories))
-
-    return transform
-
-
-def strict_object(raw_value: str | Column) -> Column:
-    """The payload as VARIANT when it is exactly one JSON object, else NULL.
-
-    ``try_parse_json`` (like all of Spark's JSON readers) stops after the first value and
-    ignores what follows (``{"a":1} garbage``). So the payload is parsed wrapped as
-    ``[<payload>, SENTINEL]``: trailing garbage makes that invalid JSON, and anything that
-    closes the array early or adds elements leaves the sentinel out of second place.
-    """
-    raw = F.col(raw_value) if isinstance(raw_value, str) else raw_value
-    wrapped = F.try_parse_json(F.concat(F.lit("["), raw, F.lit(f",{_SENTINEL}]")))
-    whole = (F.try_variant_get(wrapped, "$[1]", "string") == _SENTINEL_VALUE) & F.try_variant_get(
-        wrapped, "$[2]", "variant"
-    ).isNull()
-    is_object = F.is_valid_utf8(raw) & raw.rlike(OBJECT_START)
-    return F.when(is_object & whole, F.try_variant_get(wrapped, "$[0]", "variant"))
-
-
-def _field(name: str) -> Column:
-    """The field as VARIANT: SQL NULL when absent (or no object), variant null when JSON null."""
-    return F.try_variant_get("_doc", f"$.{name}", "variant")
-
-
-def _text(name: str) -> Column:
-    """The field as text: strings as they are, numbers and booleans as their JSON text."""
-    return F.try_variant_get("_doc", f"$.{name}", "string")
-
-
-def _number(name: str) -> dict[str, Column]:
-    """Presence, numeric text (None when not a number or numeric string) and sign of a field."""
-    value = _field(name)
-    kind = F.schema_of_variant(value)
-    text = F.try_variant_get("_doc", f"$.{name}", "string")
-    is_number = kind.isin(*NUMBER_TYPES) | kind.startswith("DECIMAL")
-    is_numeric_string = (kind == "STRING") & text.rlike(NUMBER_TEXT)
-    numeric_text = F.when(is_number | is_numeric_string, text)
-    return {
-        "present": value.isNotNull() & ~F.is_variant_null(value),
-        "numeric": numeric_text,
-        # Sign of values too large for any column type ("-1e30"): a double keeps the sign.
-        "sign": F.signum(_strip(numeric_text).try_cast("double")),
-    }
-
-
-def _typed_columns(df: DataFrame) -> DataFrame:
-    price = _strip(F.col("_price_numeric")).try_cast(PRICE_TYPE)
-    probe = _strip(F.col("_quantity_numeric")).try_cast(QUANTITY_PROBE_TYPE)
-    integral = (probe == F.floor(probe)) & ~F.col("_quantity_numeric").rlike(FAR_FRACTION)
-    quantity = F.when(integral, probe.try_cast("int"))
+def with_checks(bronze: DataFrame, categories: tuple[str, ...]) -> DataFrame:
+    """Bronze plus ``_``-prefixed typed fields and one boolean column per reason code."""
+    if "event" not in bronze.columns:  # a bare (raw_value + coordinates) frame
+        bronze = bronze.withColumn("event", parse_event(F.col("raw_value")))
     return (
-        df.withColumn("_price", price)
-        .withColumn("_quantity_value", quantity)
-        .withColumn("_order_ts", _utc_timestamp(F.col("_order_timestamp")))
-        .withColumn("_total", (F.col("_price") * F.col("_quantity_value")).try_cast(TOTAL_TYPE))
+        bronze.select(
+            "*",
+            F.col("event").isNotNull().alias("_object"),
+            F.col("event.order_id").alias("_order_id"),
+            F.col("event.order_timestamp").alias("_order_timestamp_text"),
+            F.col("event.category").alias("_category"),
+            F.col("event.price").isNotNull().alias("_price_present"),
+            F.col("event.quantity").isNotNull().alias("_quantity_present"),
+            _exact_number("price"),
+            _exact_number("quantity"),
+        )
+        .select("*", *_number_columns("price"), *_number_columns("quantity"))
+        .transform(_typed)
+        .transform(_conditions(categories))
     )
 
 
-def _strip(text: Column) -> Column:
-    return F.btrim(text, F.lit(" \t\n\r"))
+def _exact_number(name: str) -> Column:
+    """``_<name>_exact``: the field as VARIANT, re-read from the payload, for the rare rows whose
+    ``event`` text a double may have rounded (16+ digits, ``Infinity``); else NULL.
+
+    Kept in a projection of its own, under the CASE, so that Spark evaluates ``try_parse_json``
+    for those rows only instead of hoisting it as a common subexpression.
+    """
+    text = F.col(f"event.{name}")
+    suspect = text.rlike(LONG_NUMBER) | text.contains("Infinity")
+    exact = F.try_variant_get(F.try_parse_json("raw_value"), f"$.{name}", "variant")
+    return F.when(suspect, exact).alias(f"_{name}_exact")
 
 
-def _utc_timestamp(text: Column) -> Column:
-    """ISO-8601 text -> timestamp, independent of the session time zone."""
-    well_formed = text.rlike(TIMESTAMP_TEXT + r"(" + TIMESTAMP_OFFSET[:-1] + r")?$")
-    has_offset = text.rlike(TIMESTAMP_OFFSET)
+def _number_columns(name: str) -> list[Column]:
+    """``_<name>_text``: the field's exact numeric text, NULL when it is not a number token or a
+    string holding one; ``_<name>_infinite``: -1/1 for a number token beyond a double's range.
+
+    As text, a JSON string is its content and a number its digits, so ``"2.5"`` and ``2.5`` read
+    alike while ``true`` or ``{}`` never match the number pattern.
+    """
+    exact = F.col(f"_{name}_exact")
+    exact_text = F.try_variant_get(exact, "$", "string")
+    chosen = F.when(exact.isNotNull(), exact_text).otherwise(F.col(f"event.{name}"))
+    numeric = F.when(chosen.rlike(NUMBER_TEXT), F.btrim(chosen, F.lit(_JSON_WS)))
+    infinite = F.when(
+        exact.isNotNull(),
+        F.when(
+            exact_text.isin("Infinity", "-Infinity") & (F.schema_of_variant(exact) == "DOUBLE"),
+            F.when(exact_text == "-Infinity", -1).otherwise(1),
+        ),
+    )
+    return [numeric.alias(f"_{name}_text"), infinite.alias(f"_{name}_infinite")]
+
+
+def _typed(df: DataFrame) -> DataFrame:
+    price = F.col("_price_text").try_cast(PRICE_TYPE)
+    probe = F.col("_quantity_text").try_cast(QUANTITY_PROBE_TYPE)
+    integral = (probe == F.floor(probe)) & ~F.col("_quantity_text").rlike(FAR_FRACTION)
+    return (
+        df.withColumn("_price", price)
+        .withColumn("_quantity", F.when(integral, probe.try_cast("int")))
+        .withColumn("_order_ts", utc_timestamp(F.col("_order_timestamp_text")))
+        .withColumn("_total", (F.col("_price") * F.col("_quantity")).try_cast(TOTAL_TYPE))
+    )
+
+
+def utc_timestamp(text: Column) -> Column:
+    """ISO-8601 text -> timestamp, independent of the session time zone (no offset = UTC)."""
+    # Once TIMESTAMP_TEXT matched, anything after "YYYY-MM-DDTHH:MM:SS" is a fraction and/or an
+    # offset, and only an offset holds "Z", "+" or "-".
+    tail = F.substring(text, 20, 64)
+    has_offset = tail.contains("Z") | tail.contains("+") | tail.contains("-")
     with_offset = F.when(has_offset, text).otherwise(F.concat(text, F.lit("Z")))
-    return F.when(well_formed, with_offset.try_cast("timestamp"))
+    return F.when(text.rlike(TIMESTAMP_TEXT), with_offset.try_cast("timestamp"))
 
 
-def _with_reasons(categories: tuple[str, ...]) -> Callable[[DataFrame], DataFrame]:
+def _sign(name: str) -> Column:
+    """Sign of a number too large for the column type ("-1e30"): a double keeps the sign."""
+    return F.coalesce(F.signum(F.col(f"_{name}_text").try_cast("double")), f"_{name}_infinite")
+
+
+def _conditions(categories: tuple[str, ...]):  # type: ignore[no-untyped-def]
     def transform(df: DataFrame) -> DataFrame:
-        malformed = F.col("_doc").isNull()
-        price_present = F.col("_price_present")
-        quantity_present = F.col("_quantity_present")
-        checks: dict[str, Column] = {
+        price, quantity = F.col("_price"), F.col("_quantity")
+        price_present, quantity_present = F.col("_price_present"), F.col("_quantity_present")
+        conditions: dict[str, Column] = {
             "missing_order_id": F.coalesce(F.col("_order_id").rlike(BLANK), F.lit(True)),
             "invalid_timestamp": F.col("_order_ts").isNull(),
             "null_price": ~price_present,
-            "invalid_price": price_present & F.col("_price").isNull(),
-            "non_positive_price": F.coalesce(
-                F.col("_price") <= 0, F.col("_price_sign") <= 0, F.lit(False)
-            ),
+            "invalid_price": price_present & price.isNull(),
+            "non_positive_price": F.coalesce(price <= 0, _sign("price") <= 0, F.lit(False)),
             "null_quantity": ~quantity_present,
-            "invalid_quantity": quantity_present & F.col("_quantity_value").isNull(),
+            "invalid_quantity": quantity_present & quantity.isNull(),
             "non_positive_quantity": F.coalesce(
-                F.col("_quantity_value") <= 0, F.col("_quantity_sign") <= 0, F.lit(False)
+                quantity <= 0, _sign("quantity") <= 0, F.lit(False)
             ),
             "unknown_category": ~F.coalesce(F.col("_category").isin(*categories), F.lit(False)),
-            "total_out_of_range": F.col("_price").isNotNull()
-            & F.col("_quantity_value").isNotNull()
+            "total_out_of_range": price.isNotNull()
+            & quantity.isNotNull()
             & F.col("_total").isNull(),
         }
-        assert tuple(checks) == REASON_CODES[1:]
-        codes = [F.when(condition, F.lit(code)) for code, condition in checks.items()]
-        reasons = F.when(malformed, F.array(F.lit("malformed_json"))).otherwise(
-            F.filter(F.array(*codes), lambda code: code.isNotNull())
+        assert tuple(conditions) == _CHECKS
+        malformed = ~F.col("_object")
+        return df.select(
+            "*",
+            malformed.alias("_malformed"),
+            *((~malformed & condition).alias(f"_{code}") for code, condition in conditions.items()),
         )
-        return df.withColumn("reasons", reasons).transform(_silver_columns)
 
     return transform
 
 
-def _silver_columns(df: DataFrame) -> DataFrame:
+def _reasons() -> Column:
+    """Codes in contract order, built without a lambda so the projection stays code-generated."""
+    parts = [F.when(F.col("_malformed"), F.array(F.lit("malformed_json")))]
+    parts += [F.when(F.col(f"_{code}"), F.array(F.lit(code))) for code in _CHECKS]
+    empty = F.array().cast(T.ArrayType(T.StringType(), containsNull=False))
+    return F.concat(*(F.coalesce(part, empty) for part in parts))
+
+
+def _silver_columns() -> list[Column]:
     seconds = F.unix_seconds("_order_ts")
-    return df.select(
-        "*",
-        F.col("_order_id").alias("order_id"),
-        F.col("_order_ts").alias("order_timestamp"),
-        *(F.col(f"_{name}").alias(name) for name in _PLAIN_FIELDS),
-        F.col("_price").alias("price"),
-        F.col("_quantity_value").alias("quantity"),
-        F.col("_total").alias("total_amount"),
+    event = {name: F.col(f"event.{name}") for name in ORDER_EVENT_SCHEMA.fieldNames()}
+    typed = {
+        "order_id": F.col("_order_id"),
+        "order_timestamp": F.col("_order_ts"),
+        "price": F.col("_price"),
+        "quantity": F.col("_quantity"),
+        "total_amount": F.col("_total"),
         # From epoch seconds, not to_date(): independent of spark.sql.session.timeZone.
-        F.date_from_unix_date(F.floor(seconds / 86400).cast("int")).alias("order_date"),
-        F.floor(F.pmod(seconds, F.lit(86400)) / 3600).cast("int").alias("order_hour"),
-        price_band(F.col("_price")).alias("price_band"),
-    ).drop(*[c for c in df.columns if c.startswith("_")])
-
-
-_PLAIN_FIELDS = tuple(
-    name
-    for name in EVENT_FIELDS
-    if name not in {"order_id", "order_timestamp", "price", "quantity"}
-)
+        "order_date": F.date_from_unix_date(F.floor(seconds / 86400).cast("int")),
+        "order_hour": F.floor(F.pmod(seconds, F.lit(86400)) / 3600).cast("int"),
+        "price_band": price_band(F.col("_price")),
+    }
+    columns = {**event, **typed}
+    return [
+        (columns[name] if name in columns else F.col(name)).alias(name)
+        for name in SILVER_SCHEMA.fieldNames()
+    ]
 
 
 def price_band(price: Column) -> Column:
