@@ -43,6 +43,7 @@ class Sample:
 def role(proc: psutil.Process) -> str:
     try:
         cmd = " ".join(proc.cmdline())
+        name = proc.name()
     except psutil.Error:
         return "?"
     if "kafka.Kafka" in cmd:
@@ -55,7 +56,7 @@ def role(proc: psutil.Process) -> str:
         return "pipeline (python)"
     if " demo " in cmd:
         return "demo + dashboard"
-    return Path(proc.name()).name
+    return Path(name).name
 
 
 def sample_tree(root: int, sample: Sample) -> None:
@@ -73,7 +74,8 @@ def sample_tree(root: int, sample: Sample) -> None:
             except psutil.Error:
                 continue
             total += rss
-            by_role[role(p)] = by_role.get(role(p), 0) + rss
+            kind = role(p)
+            by_role[kind] = by_role.get(kind, 0) + rss
         sample.peak_total = max(sample.peak_total, total)
         for k, v in by_role.items():
             sample.peak_by_role[k] = max(sample.peak_by_role.get(k, 0), v)
@@ -152,8 +154,9 @@ def one_run(rate: float, hold_s: float) -> dict[str, float | int | dict[str, int
         stop_s = time.monotonic() - stop_at
     finally:
         sample.stop.set()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:  # stop it the way a user would, so its broker stops too
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=300)
     return {
         "first_gold_s": first_gold,
         **marks,
