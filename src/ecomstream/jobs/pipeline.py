@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -101,6 +102,11 @@ def ensure_tables(spark: SparkSession, env: Environment, settings: PipelineSetti
         env.table(key).create_if_missing(spark, lenient)
 
 
+# Set by SIGINT/SIGTERM (see _stop_on_sigterm); the loops below poll it, so a signal never
+# interrupts a Py4J call half way (which would leave the gateway connection unusable).
+_STOP = threading.Event()
+
+
 def run_once(jobs: list[StreamJob]) -> None:
     for job in jobs:
         query = job.start()
@@ -118,28 +124,34 @@ def run_continuous(jobs: list[StreamJob]) -> None:
     for job in jobs:
         job.start()
     try:
-        while True:
+        while not _STOP.is_set():
             for job in jobs:
                 _check(job)
             for job in jobs:
                 record = getattr(job, "record_progress", None)
                 if record is not None:
                     record()
-            time.sleep(POLL_S)
+            _STOP.wait(POLL_S)
     except KeyboardInterrupt:
-        log.info('{"event": "stopping", "reason": "interrupted"}')
+        pass
+    except BaseException:
         _stop_all(jobs)
-        for job in jobs:
-            record = getattr(job, "record_progress", None)
-            if record is not None:
-                with contextlib.suppress(Exception):
-                    record()
-        log.info('{"event": "stopped"}')
+        raise
+    log.info('{"event": "stopping", "reason": "interrupted"}')
+    _stop_all(jobs)
+    for job in jobs:
+        record = getattr(job, "record_progress", None)
+        if record is not None:
+            with contextlib.suppress(Exception):
+                record()
+    log.info('{"event": "stopped"}')
 
 
 def _await(job: StreamJob, query: StreamingQuery) -> None:
     while query.isActive:
-        time.sleep(POLL_S)
+        if _STOP.is_set():
+            raise KeyboardInterrupt
+        _STOP.wait(POLL_S)
     _check(job)
 
 
@@ -166,6 +178,8 @@ def _first_line(exc: Any) -> str:
 
 
 def _stop_all(jobs: list[StreamJob]) -> None:
+    # stopping a query interrupts the batch it runs; Py4J would log that as an ERROR traceback
+    logging.getLogger("py4j").setLevel(logging.CRITICAL)
     for job in reversed(jobs):
         if job.query is not None:
             with contextlib.suppress(Exception):
@@ -174,16 +188,18 @@ def _stop_all(jobs: list[StreamJob]) -> None:
 
 @contextlib.contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C: the queries are stopped, not torn down mid-write."""
+    """SIGINT (Ctrl-C) and SIGTERM ask the loops to stop the queries (see ``_STOP``)."""
 
-    def _raise(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    def _request_stop(signum: int, frame: object) -> None:
+        _STOP.set()
 
-    previous = signal.signal(signal.SIGTERM, _raise)
+    _STOP.clear()
+    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def configure_logging() -> None:
