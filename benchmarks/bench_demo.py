@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import re
-import selectors
 import signal
 import subprocess
 import sys
@@ -115,27 +114,29 @@ def one_run(rate: float, hold_s: float) -> dict[str, float | int | dict[str, int
     sampler = threading.Thread(target=sample_tree, args=(proc.pid, sample), daemon=True)
     sampler.start()
     assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    lines: list[str] = []
-    url = None
+    lines: list[tuple[float, str]] = []
+
+    def read_output() -> None:  # a thread: select() on a buffered text pipe misses lines
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append((time.monotonic() - started, line.rstrip()))
+
+    threading.Thread(target=read_output, daemon=True).start()
     marks: dict[str, float] = {}
     first_gold = None
+    stop_s = float("nan")
     try:
         while first_gold is None and time.monotonic() - started < 600:
-            while sel.select(timeout=0):
-                line = proc.stdout.readline()
-                if not line:
-                    break
-                lines.append(line.rstrip())
+            url = None
+            for at, line in list(lines):
                 if m := re.search(r"dashboard: (http://\S+)", line):
                     url = m.group(1)
                 if line.startswith("broker: ready"):
-                    marks["broker_ready_s"] = time.monotonic() - started
-                if line.startswith("producer:") and "producer_started_s" not in marks:
-                    marks["producer_started_s"] = time.monotonic() - started
+                    marks.setdefault("broker_ready_s", at)
+                if line.startswith("producer:"):
+                    marks.setdefault("producer_started_s", at)
             if proc.poll() is not None:
-                raise SystemExit("demo exited early:\n" + "\n".join(lines))
+                raise SystemExit("demo exited early:\n" + "\n".join(t for _, t in lines))
             if url:
                 try:
                     with urllib.request.urlopen(url + "api/snapshot", timeout=5) as r:
@@ -146,17 +147,17 @@ def one_run(rate: float, hold_s: float) -> dict[str, float | int | dict[str, int
                     pass
             time.sleep(0.25)
         if first_gold is None:
-            raise SystemExit("no gold row within 600 s:\n" + "\n".join(lines))
+            raise SystemExit("no gold row within 600 s:\n" + "\n".join(t for _, t in lines))
         time.sleep(hold_s)
         stop_at = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=300)
+        proc.wait(timeout=300)
         stop_s = time.monotonic() - stop_at
     finally:
         sample.stop.set()
         if proc.poll() is None:  # stop it the way a user would, so its broker stops too
             proc.send_signal(signal.SIGINT)
-            proc.communicate(timeout=300)
+            proc.wait(timeout=300)
     return {
         "first_gold_s": first_gold,
         **marks,
@@ -178,7 +179,8 @@ def main() -> None:
     for r in results:
         print(json.dumps(r))
     rows = "\n".join(
-        f"| {i + 1} | {r['broker_ready_s']:.1f} | {r['producer_started_s']:.1f} | "
+        f"| {i + 1} | {r.get('broker_ready_s', float('nan')):.1f} | "
+        f"{r.get('producer_started_s', float('nan')):.1f} | "
         f"**{r['first_gold_s']:.1f}** | {r['peak_rss'] / GIB:.2f} | {r['stop_s']:.1f} | "
         f"{r['exit_code']} |"
         for i, r in enumerate(results)
