@@ -1,14 +1,22 @@
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from decimal import Decimal
 
 import pytest
 from chispa import assert_df_equality
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pyspark.sql import functions as F
 
 from ecomstream.errors import EcomstreamError
 from ecomstream.schemas import CATEGORY_SALES_SCHEMA, LOCATION_SALES_SCHEMA, SILVER_SCHEMA
-from ecomstream.transforms.gold import category_sales, location_sales, parse_window
+from ecomstream.transforms.bronze import to_bronze
+from ecomstream.transforms.gold import category_sales, location_sales, parse_window, window_seconds
+from ecomstream.transforms.silver import first_per_order, validate
+from tests.unit import contract_model as model
+from tests.unit.order_strategies import kafka_frame, streams
 
 
 def _silver(spark, rows):
@@ -151,3 +159,57 @@ def test_parse_window_rejects_with_one_line(text):
         parse_window(text)
     assert "\n" not in str(info.value)
     assert "--window" in str(info.value)
+
+
+# --- properties: gold equals the model's aggregate of the model's silver ---------------------
+
+
+@settings(
+    max_examples=int(os.environ.get("ECOMSTREAM_HYPOTHESIS_EXAMPLES", "4")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    records=streams(max_orders=120),
+    window=st.sampled_from(["1 minute", "30 seconds", "5 minutes", "1 hour"]),
+)
+def test_gold_equals_the_model_aggregate_of_silver(spark, records, window):
+    silver = first_per_order(validate(to_bronze(kafka_frame(spark, records)))[0])
+    expected_silver = model.run([(r.partition, r.offset, r.value) for r in records]).silver
+    seconds = window_seconds(window)
+
+    def micros(column):
+        return F.unix_micros(column)
+
+    category = {
+        (r.s, r.e, r.category): (r.order_count, r.units_sold, r.revenue, r.avg_order_value)
+        for r in category_sales(silver, window)
+        .select(
+            micros("window_start").alias("s"),
+            micros("window_end").alias("e"),
+            "category", "order_count", "units_sold", "revenue", "avg_order_value",
+        )
+        .collect()
+    }  # fmt: skip
+    location = {
+        (r.s, r.e, r.country, r.city): (r.order_count, r.units_sold, r.revenue)
+        for r in location_sales(silver, window)
+        .select(
+            micros("window_start").alias("s"),
+            micros("window_end").alias("e"),
+            "country", "city", "order_count", "units_sold", "revenue",
+        )
+        .collect()
+    }  # fmt: skip
+
+    def keyed(aggregate):
+        return {
+            (model.epoch_micros(k[0]), model.epoch_micros(k[1]), *k[2:]): v
+            for k, v in aggregate.items()
+        }
+
+    assert category == keyed(model.category_sales(expected_silver.values(), seconds))
+    assert location == keyed(model.location_sales(expected_silver.values(), seconds))
+    # Nothing lost between silver and gold: every silver order is counted once in each table.
+    assert sum(v[0] for v in category.values()) == len(expected_silver)
+    assert sum(v[0] for v in location.values()) == len(expected_silver)

@@ -15,7 +15,7 @@ No Python UDFs: everything is a Catalyst expression (and code-generated).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -192,7 +192,7 @@ def _sign(name: str) -> Column:
     return F.coalesce(F.signum(F.col(f"_{name}_text").try_cast("double")), f"_{name}_infinite")
 
 
-def _conditions(categories: tuple[str, ...]):  # type: ignore[no-untyped-def]
+def _conditions(categories: tuple[str, ...]) -> Callable[[DataFrame], DataFrame]:
     def transform(df: DataFrame) -> DataFrame:
         price, quantity = F.col("_price"), F.col("_quantity")
         price_present, quantity_present = F.col("_price_present"), F.col("_quantity_present")
