@@ -167,6 +167,15 @@ def test_reasons_follow_the_contract_in_contract_order(spark):
     assert mismatches == []
 
 
+def test_the_model_agrees_with_the_examples():
+    # The plain-Python model is the oracle of the property tests: hold it to the same examples.
+    got = [
+        (payload, model.check(payload.encode() if isinstance(payload, str) else payload)[0])
+        for payload, _ in CASES
+    ]
+    assert got == [(payload, expected) for payload, expected in CASES]
+
+
 def test_a_valid_order_becomes_a_typed_silver_row(spark):
     payload = dumps(
         clean_order(order_id="o-9", price="19.995", quantity="3")
@@ -335,3 +344,32 @@ def test_silver_and_quarantine_match_the_contract_model(spark, records):
     assert len(in_silver) + len(quarantine) + len(duplicates) == len(records)
     assert in_silver | set(quarantine) | duplicates == everything
     assert duplicates == expected.duplicates
+
+
+def test_the_producers_faults_land_where_the_contract_says(spark):
+    """Cross-check with ``ecomstream produce``'s generator: each injected fault kind is
+    quarantined with exactly that reason, clean and late orders enter silver, duplicates are
+    dropped; and the plain-Python model agrees record for record."""
+    generator_module = pytest.importorskip("ecomstream.producer.generator")
+    generator = generator_module.OrderGenerator(
+        7, fault_rate=0.5, start_time=datetime(2026, 11, 25, 10, 0), rate=100
+    )
+    produced = generator.batch(600)
+    payloads = [value for _, value, _ in produced]
+    quarantine, valid_rows, silver = _spark_outcome(spark, payloads_to_records(payloads))
+    expected = model.run([(0, offset, value) for offset, value in enumerate(payloads)])
+    assert quarantine == expected.quarantine
+    assert set(silver.values()) == {
+        (r["kafka_partition"], r["kafka_offset"]) for r in expected.silver.values()
+    }
+    kinds_seen = set()
+    for offset, (_, _, kind) in enumerate(produced):
+        kinds_seen.add(kind)
+        where = (0, offset)
+        if kind in (None, "late"):
+            assert where in set(silver.values()), (kind, payloads[offset])
+        elif kind == "duplicate":
+            assert where in valid_rows and where not in set(silver.values())
+        else:
+            assert quarantine.get(where) == [kind], (kind, payloads[offset])
+    assert kinds_seen >= {None, *generator_module.FAULT_KINDS}
