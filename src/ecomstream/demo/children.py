@@ -61,7 +61,13 @@ def group_members(pgid: int) -> list[int]:
 class Child:
     """One ``python -m ecomstream <command>`` child with its output in a log file."""
 
-    def __init__(self, name: str, args: Sequence[str], log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +81,7 @@ class Child:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env=child_env(),
+                env=child_env(env),
             )
         self.pid = self.proc.pid
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -18,6 +19,13 @@ DEFAULT_FAULT_RATE = 0.02
 DEFAULT_DASHBOARD_PORT = 8765
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_TRIGGER = "5 seconds"
+DEFAULT_PIPELINE_MEMORY = "1536m"
+
+
+def _memory(text: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]*[mMgG]", text.strip()):
+        raise ValueError("must look like 1536m or 2g")
+    return text.strip()
 
 
 def _port(text: str) -> int:
@@ -112,6 +120,13 @@ def register(subparsers: Any) -> None:
     add_option(p, "--seed", type=int, default=None, help="the producer's seed")
     add_option(
         p,
+        "--pipeline-memory",
+        type=_memory,
+        default=DEFAULT_PIPELINE_MEMORY,
+        help=f"the pipeline's Spark driver heap (default {DEFAULT_PIPELINE_MEMORY})",
+    )
+    add_option(
+        p,
         "--status-interval",
         type=_positive,
         default=10.0,
@@ -156,6 +171,7 @@ def _demo(args: argparse.Namespace) -> NoReturn:
         seed=args.seed,
         serve_only=args.serve_only,
         drain_timeout=max(args.drain_timeout, 0.0),
+        pipeline_memory=args.pipeline_memory,
     )
     try:
         code = Demo(settings).run()

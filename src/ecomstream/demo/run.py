@@ -43,6 +43,7 @@ class DemoSettings:
     status_interval: float
     seed: int | None
     serve_only: bool = False
+    pipeline_memory: str = "1536m"
     drain_timeout: float = DRAIN_TIMEOUT_S
 
 
@@ -253,7 +254,10 @@ class Demo:
         ]
         if s.trigger_interval:
             pipeline_args += ["--trigger-interval", s.trigger_interval]
-        self.pipeline = Child("pipeline", pipeline_args, self.logs / "pipeline.log")
+        # spark-submit's --driver-memory wins over the session's spark.driver.memory (2g): the
+        # demo's pipeline needs less, and the whole demo must fit in 4 GiB
+        memory = {"PYSPARK_SUBMIT_ARGS": f"--driver-memory {s.pipeline_memory} pyspark-shell"}
+        self.pipeline = Child("pipeline", pipeline_args, self.logs / "pipeline.log", memory)
         say(f"pipeline: starting (pid {self.pipeline.pid}, log {self.pipeline.log_path})")
         producer_args = [
             "produce",
