@@ -373,3 +373,20 @@ def test_the_producers_faults_land_where_the_contract_says(spark):
         else:
             assert quarantine.get(where) == [kind], (kind, payloads[offset])
     assert kinds_seen >= {None, *generator_module.FAULT_KINDS}
+
+
+def test_long_number_tokens_are_read_exactly_not_through_a_double(spark):
+    # As doubles both prices below are 1234567890.125 and would round to .13.
+    payloads = [
+        _with(order_id="low", price=Raw("1234567890.1249999999999999999"), quantity=Raw("1")),
+        _with(order_id="high", price=Raw("1234567890.1250000000000000001"), quantity=Raw("1")),
+        _with(order_id="int", price=Raw("0.10"), quantity=Raw("7.00000000000000000000")),
+    ]
+    valid, quarantined = _split(spark, payloads)
+    assert quarantined.count() == 0
+    got = {r.order_id: (r.price, r.quantity) for r in valid.collect()}
+    assert got == {
+        "low": (Decimal("1234567890.12"), 1),
+        "high": (Decimal("1234567890.13"), 1),
+        "int": (Decimal("0.10"), 7),
+    }

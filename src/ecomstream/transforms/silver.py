@@ -5,8 +5,8 @@ How each contract rule is decided is in ``docs/rules.md``; the short version:
 * Bronze's ``event`` is NULL unless the payload is exactly one JSON object (strict parse, see
   :func:`ecomstream.transforms.bronze.parse_event`): that is ``malformed_json``.
 * Text fields come from ``event`` as they are. Number tokens went through a double in
-  ``from_json`` (``2.50`` -> ``2.5``), exact up to 15 significant digits; a price or quantity
-  whose text is longer (or ``Infinity``) is re-read exactly from the payload with
+  ``from_json`` (``2.50`` -> ``2.5``), exact up to 15 significant digits; in a payload with
+  a longer run of digits (or an ``Infinity``), price and quantity are re-read exactly with
   ``try_parse_json`` (VARIANT keeps 38 digits). That costs a second parse, for those rows only.
 * ``reasons`` is only built for the quarantined side: the valid side needs one boolean.
 
@@ -50,8 +50,10 @@ TIMESTAMP_TEXT = (
 QUANTITY_PROBE_TYPE = T.DecimalType(38, 27)
 FAR_FRACTION = r"\.[0-9]{27}[0-9]*[1-9]"
 
-# A number text from from_json that a double may have rounded: 16+ digits before any exponent.
-LONG_NUMBER = r"^[^eE]*([0-9][^0-9eE]*){16}"
+# A payload holding a number a double may round: a run of 16+ digits and dots. (A number with at
+# most 15 significant digits survives a double exactly; the double's text alone cannot tell,
+# since 1234567890.1249999999999999999 comes out as the short 1.234567890125E9.)
+LONG_NUMBER = r"[0-9][0-9.]{15}"
 _JSON_WS = " \t\n\r"
 
 # Reporting helper: (band, exclusive upper bound of the unit price), in order.
@@ -133,13 +135,14 @@ def with_checks(bronze: DataFrame, categories: tuple[str, ...]) -> DataFrame:
 
 def _exact_number(name: str) -> Column:
     """``_<name>_exact``: the field as VARIANT, re-read from the payload, for the rare rows whose
-    ``event`` text a double may have rounded (16+ digits, ``Infinity``); else NULL.
+    ``event`` text a double may have rounded (payload has 16+ digits in a row, or the text is
+    ``Infinity``); else NULL.
 
     Kept in a projection of its own, under the CASE, so that Spark evaluates ``try_parse_json``
     for those rows only instead of hoisting it as a common subexpression.
     """
     text = F.col(f"event.{name}")
-    suspect = text.rlike(LONG_NUMBER) | text.contains("Infinity")
+    suspect = (text.isNotNull() & F.col("raw_value").rlike(LONG_NUMBER)) | text.contains("Infinity")
     exact = F.try_variant_get(F.try_parse_json("raw_value"), f"$.{name}", "variant")
     return F.when(suspect, exact).alias(f"_{name}_exact")
 
