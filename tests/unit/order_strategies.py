@@ -198,6 +198,13 @@ valid_prices = st.one_of(
     st.sampled_from(
         [Raw("0.005"), Raw("9999999999.99"), Raw("1e2"), Raw("2.5E1"), " 12.5 ", "7", Raw("3")]
     ),
+    # More digits than a double holds, often on the half-cent: exactness, not luck.
+    st.builds(
+        lambda cents, tail, sign: Raw(f"{cents // 100}.{cents % 100:02d}{sign}{tail}"),
+        st.integers(1, 10**12 - 1),
+        st.integers(10**14, 10**18),
+        st.sampled_from(["4", "5", "49999999", "50000000"]),
+    ),
 )
 invalid_prices = st.sampled_from(
     ["abc", "", Raw("true"), Raw("false"), {}, [1], "1,5", "Infinity", "0x10", Raw("1e400"),
