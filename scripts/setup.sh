@@ -11,7 +11,7 @@ fi
 stamp=.venv/.ecomstream-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  .venv/bin/python -m pip install --quiet -e ".[local,dev]"
   touch "$stamp"
 fi
 .venv/bin/python -m ecomstream.warmup
