@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from ecomstream.errors import EcomstreamError
 from ecomstream.paths import cache_dir
@@ -65,7 +66,12 @@ def local_session(
     builder = SparkSession.builder.appName(app_name).master(master)
     for key, value in {**LOCAL_CONF, "spark.jars.ivy": str(ivy), **(extra_conf or {})}.items():
         builder = builder.config(key, value)
-    builder = configure_spark_with_delta_pip(builder, extra_packages=[KAFKA_CONNECTOR])
+    resolved = _resolved_jars()
+    if resolved:
+        # Ivy already resolved these once: skip the resolution every JVM start would repeat.
+        builder = builder.config("spark.jars", ",".join(resolved))
+    else:
+        builder = configure_spark_with_delta_pip(builder, extra_packages=[KAFKA_CONNECTOR])
     log_file = log_file or cache_dir() / "spark.log"
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     try:
@@ -74,7 +80,35 @@ def local_session(
     except PySparkRuntimeError as exc:
         raise EcomstreamError(_launch_failure(log_file, exc)) from None
     spark.sparkContext.setLogLevel("ERROR")
+    if not resolved:
+        _remember_jars(spark.sparkContext.getConf().get("spark.jars", ""))
     return spark
+
+
+def _jar_list_file() -> Path:
+    from delta import __version__ as delta_version  # type: ignore[attr-defined]
+
+    return cache_dir() / f"spark-{SPARK_VERSION}-delta-{delta_version}-jars.txt"
+
+
+def _resolved_jars() -> list[str]:
+    """The jar files an earlier start resolved, if every one of them is still there."""
+    try:
+        jars = _jar_list_file().read_text().split()
+    except (OSError, ImportError):
+        return []
+    if not jars or not all(Path(j).is_file() for j in jars):
+        return []
+    if not any("delta-spark" in j for j in jars) or not any("sql-kafka" in j for j in jars):
+        return []
+    return jars
+
+
+def _remember_jars(spark_jars: str) -> None:
+    jars = [urlparse(j).path or j for j in spark_jars.split(",") if j]
+    if jars and all(Path(j).is_file() for j in jars):
+        with contextlib.suppress(OSError, ImportError):
+            _jar_list_file().write_text("\n".join(jars) + "\n")
 
 
 def active_session() -> SparkSession:
