@@ -8,7 +8,10 @@ import platform
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-HEADER = "# Benchmarks\n\nEach section is rewritten by the benchmark named in it; figures are from the last run.\n"
+HEADER = (
+    "# Benchmarks\n\n"
+    "Each section is rewritten by the benchmark named in it; figures are from the last run.\n"
+)
 
 
 def machine() -> str:

@@ -18,7 +18,9 @@ def send_all(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes
         producer.close()
 
 
-def read_all(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[tuple[bytes | None, bytes]]:
+def read_all(
+    bootstrap: str, topic: str, timeout_s: float = 30.0
+) -> list[tuple[bytes | None, bytes]]:
     """Every record on ``topic`` from the earliest offset to the end offsets seen at call time."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:

@@ -76,15 +76,28 @@ def _resolve_with_maven(artifacts: tuple[tuple[str, str, str], ...], target: Pat
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EcomstreamError(f"cache dir {target.parent} is not writable: {exc.strerror}") from None
+        raise EcomstreamError(
+            f"cache dir {target.parent} is not writable: {exc.strerror}"
+        ) from None
     staging = Path(tempfile.mkdtemp(prefix="jars-", dir=target.parent))
     try:
         pom = staging / "pom.xml"
         pom.write_text(_POM.format(deps=deps))
         done = subprocess.run(
-            [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-             "-DincludeScope=runtime", f"-DoutputDirectory={staging / 'jars'}"],
-            capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
+            [
+                mvn,
+                "-B",
+                "-q",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={staging / 'jars'}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
         )
         if done.returncode != 0:
             lines = [ln for ln in (done.stdout + done.stderr).splitlines() if "ERROR" in ln]

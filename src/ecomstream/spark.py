@@ -86,7 +86,7 @@ def local_session(
 
 
 def _jar_list_file() -> Path:
-    from delta import __version__ as delta_version  # type: ignore[attr-defined]
+    from delta import __version__ as delta_version
 
     return cache_dir() / f"spark-{SPARK_VERSION}-delta-{delta_version}-jars.txt"
 

@@ -81,7 +81,10 @@ def test_broker_restart_keeps_topics_and_records(tmp_path: Path):
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ecomstream", *args],
-        capture_output=True, text=True, timeout=180, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -101,7 +104,9 @@ def test_cli_start_status_stop(tmp_path: Path):
         assert started.stdout.strip() == f"127.0.0.1:{port}"
         status = _cli("kafka", "status", "--data-dir", str(tmp_path))
         assert status.returncode == 0 and f"127.0.0.1:{port}" in status.stdout
-        again = _cli("kafka", "start", "--port", str(broker.free_port()), "--data-dir", str(tmp_path))
+        again = _cli(
+            "kafka", "start", "--port", str(broker.free_port()), "--data-dir", str(tmp_path)
+        )
         assert "already running" in _one_clear_line(again)
     finally:
         stopped = _cli("kafka", "stop", "--data-dir", str(tmp_path))
@@ -117,7 +122,9 @@ def test_cli_start_on_a_taken_port(kafka_broker: Broker, tmp_path: Path):
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         taken = sock.getsockname()[1]
-        line = _one_clear_line(_cli("kafka", "start", "--port", str(taken), "--data-dir", str(tmp_path)))
+        line = _one_clear_line(
+            _cli("kafka", "start", "--port", str(taken), "--data-dir", str(tmp_path))
+        )
     assert f"port {taken}" in line and "in use" in line
 
 
@@ -145,9 +152,14 @@ def test_cli_start_with_maven_central_unreachable_and_empty_cache(tmp_path: Path
     if not real_mvn:
         pytest.skip("mvn is not installed, so there is no Maven to take offline")
     fake = bin_dir / "mvn"
-    fake.write_text(f'#!/bin/sh\nexec {real_mvn} -o -Dmaven.repo.local={tmp_path}/empty-repo "$@"\n')
+    fake.write_text(
+        f'#!/bin/sh\nexec {real_mvn} -o -Dmaven.repo.local={tmp_path}/empty-repo "$@"\n'
+    )
     fake.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "ECOMSTREAM_CACHE_DIR": str(tmp_path / "cache")}
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "ECOMSTREAM_CACHE_DIR": str(tmp_path / "cache"),
+    }
     env.pop("ECOMSTREAM_KAFKA_JARS", None)
     line = _one_clear_line(_cli("kafka", "start", "--data-dir", str(tmp_path / "d"), env=env))
     assert "could not resolve the Kafka broker's jars from Maven Central" in line

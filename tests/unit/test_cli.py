@@ -25,14 +25,18 @@ def test_bad_environment_value_is_one_clear_line(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("ECOMSTREAM_PORT", "not-a-port")
     assert cli.main(["kafka", "start"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["ecomstream: error: ECOMSTREAM_PORT='not-a-port' is invalid: "
-                   "invalid literal for int() with base 10: 'not-a-port'"]
+    assert err == [
+        "ecomstream: error: ECOMSTREAM_PORT='not-a-port' is invalid: "
+        "invalid literal for int() with base 10: 'not-a-port'"
+    ]
 
 
 def test_unknown_option_is_one_line_and_exit_2():
     done = subprocess.run(
         [sys.executable, "-m", "ecomstream", "kafka", "start", "--nope"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["ecomstream: error: unrecognized arguments: --nope"]
