@@ -13,7 +13,7 @@ if { [ -n "${CI:-}" ] || [ "${ECOMSTREAM_INSTALL_CHROMIUM:-}" = 1 ]; } \
     >/tmp/ecomstream-chromium-install.log 2>&1 \
     || echo "warning: could not install chromium (see /tmp/ecomstream-chromium-install.log)" >&2
 fi
-.venv/bin/python -m pytest tests "$@"
+.venv/bin/python -m pytest tests --durations=25 "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure" >&2
