@@ -9,38 +9,12 @@ from __future__ import annotations
 
 from pyspark.sql import types as T
 
-EVENT_FIELDS: tuple[str, ...] = (
-    "order_id",
-    "order_timestamp",
-    "customer_id",
-    "product_id",
-    "product_name",
-    "category",
-    "price",
-    "quantity",
-    "currency",
-    "payment_method",
-    "city",
-    "state",
-    "country",
-)
+from ecomstream.contract import CONTRACT_REASON_CODES, EVENT_FIELDS
 
 ORDER_EVENT_SCHEMA = T.StructType([T.StructField(name, T.StringType()) for name in EVENT_FIELDS])
 
 # Contract §3, in contract order. ``total_out_of_range`` is ours, always last: price and quantity
 # both valid but price x quantity does not fit the contract's decimal(14,2) total_amount.
-CONTRACT_REASON_CODES: tuple[str, ...] = (
-    "malformed_json",
-    "missing_order_id",
-    "invalid_timestamp",
-    "null_price",
-    "invalid_price",
-    "non_positive_price",
-    "null_quantity",
-    "invalid_quantity",
-    "non_positive_quantity",
-    "unknown_category",
-)
 REASON_CODES: tuple[str, ...] = (*CONTRACT_REASON_CODES, "total_out_of_range")
 
 PRICE_TYPE = T.DecimalType(12, 2)

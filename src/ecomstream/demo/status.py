@@ -11,22 +11,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ecomstream.contract import CONTRACT_REASON_CODES
+
 LAYERS = ("bronze", "silver", "gold")
 RATE_WINDOW_S = 60.0
 
 # contract order of the reason codes; unknown codes (a newer pipeline) follow, sorted
-REASON_ORDER = (
-    "malformed_json",
-    "missing_order_id",
-    "invalid_timestamp",
-    "null_price",
-    "invalid_price",
-    "non_positive_price",
-    "null_quantity",
-    "invalid_quantity",
-    "non_positive_quantity",
-    "unknown_category",
-)
+REASON_ORDER = CONTRACT_REASON_CODES
 
 
 @dataclass(frozen=True)

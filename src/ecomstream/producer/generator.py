@@ -26,41 +26,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ecomstream.catalogue import DEFAULT_CATEGORIES
+from ecomstream.contract import CONTRACT_REASON_CODES
 from ecomstream.producer import catalog as catalog_mod
 from ecomstream.producer.catalog import Catalog
 
-FAULT_KINDS: tuple[str, ...] = (
-    "malformed_json",
-    "missing_order_id",
-    "invalid_timestamp",
-    "null_price",
-    "invalid_price",
-    "non_positive_price",
-    "null_quantity",
-    "invalid_quantity",
-    "non_positive_quantity",
-    "unknown_category",
-    "duplicate",
-    "late",
-)
+FAULT_KINDS: tuple[str, ...] = (*CONTRACT_REASON_CODES, "duplicate", "late")
 # kinds that are valid records: silver takes a late order, and drops a duplicate as a re-send
 VALID_KINDS: frozenset[str] = frozenset({"duplicate", "late"})
 
-EVENT_FIELDS: tuple[str, ...] = (
-    "order_id",
-    "order_timestamp",
-    "customer_id",
-    "product_id",
-    "product_name",
-    "category",
-    "price",
-    "quantity",
-    "currency",
-    "payment_method",
-    "city",
-    "state",
-    "country",
-)
 
 MAX_JITTER_MS = 2_000  # event time trails the clock by up to this much
 LATE_MIN_S = 120.0  # a late event is 2 minutes ..
