@@ -181,7 +181,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
         while time.monotonic() < deadline:
             run.remember_tree()
             assert proc.poll() is None, "demo died:\n" + "\n".join(run.output)
-            if snapshot(run.url)["totals"]["orders"] > 0:
+            snap = snapshot(run.url)
+            # the gold batch writes its metrics row just after its gold rows: wait for both
+            if snap["totals"]["orders"] > 0 and snap["status"]["layers"]["gold"]["batches"] > 0:
                 break
             time.sleep(2)
         else:
