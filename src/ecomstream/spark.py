@@ -41,6 +41,9 @@ LOCAL_CONF: Mapping[str, str] = {
         "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
     ),
     "spark.sql.adaptive.enabled": "false",
+    # The silver batch is cached once per batch and read three times: uncompressed, caching
+    # costs a third less CPU (measured: docs/benchmarks.md), and the batch is bounded in size.
+    "spark.sql.inMemoryColumnarStorage.compressed": "false",
     "spark.databricks.delta.properties.defaults.autoOptimize.optimizeWrite": "false",
 }
 

@@ -44,6 +44,8 @@ def test_trigger_interval_forms(text: str, expected: str):
         ({"max_offsets_per_trigger": 0}, "--max-offsets-per-trigger"),
         ({"starting_offsets": "middle"}, "invalid --starting-offsets"),
         ({"wait_for_topic_s": -1.0}, "--wait-for-topic"),
+        ({"max_bytes_per_trigger": "0"}, "invalid --max-bytes-per-trigger"),
+        ({"max_bytes_per_trigger": "lots"}, "invalid --max-bytes-per-trigger"),
     ],
 )
 def test_settings_are_validated_at_the_edge(kw: dict[str, object], message: str):
@@ -57,6 +59,8 @@ def test_settings_normalise_and_stay_frozen():
     with pytest.raises(AttributeError):
         s.topic = "other"  # type: ignore[misc]
     assert _settings(profile="databricks", bootstrap_servers="").profile == "databricks"
+    assert _settings(max_bytes_per_trigger="64m").max_bytes_per_trigger == str(64 * 1024**2)
+    assert _settings(max_bytes_per_trigger=" 1 GB").max_bytes_per_trigger == str(1024**3)
 
 
 def test_pause_hook_reads_only_its_query(monkeypatch: pytest.MonkeyPatch):
@@ -142,7 +146,7 @@ def test_metrics_rows_fit_the_metrics_schema(spark):
     assert json.loads(row.log_line())["event"] == "batch"
 
 
-def test_appends_and_merges_are_idempotent_per_batch(spark, tmp_path: Path):
+def test_appends_and_inserts_are_idempotent_per_batch(spark, tmp_path: Path):
     table = TableRef(path=str(tmp_path / "t"))
     df = spark.createDataFrame([("a", 1), ("b", 2)], "k string, v int")
     writes.append(df, table, "app", 0)
@@ -150,8 +154,9 @@ def test_appends_and_merges_are_idempotent_per_batch(spark, tmp_path: Path):
     assert spark.read.format("delta").load(table.path).count() == 2
 
     more = spark.createDataFrame([("b", 20), ("c", 3), ("c", 30)], "k string, v int").limit(2)
-    assert writes.merge_insert_new(more, table, "k", "merge-app", 1) == 1
-    assert writes.merge_insert_new(more, table, "k", "merge-app", 1) is None  # replayed
+    assert writes.insert_new(more, table, "k", "insert-app", 1) == 1
+    assert writes.insert_new(more, table, "k", "insert-app", 1) is None  # replayed
+    assert writes.insert_new(more, table, "k", "insert-app", 2) == 0  # nothing new
     rows = sorted(tuple(r) for r in spark.read.format("delta").load(table.path).collect())
     assert rows == [("a", 1), ("b", 2), ("c", 3)]
     assert spark.conf.get(writes.TXN_APP_ID, None) is None  # not left on the session
@@ -199,3 +204,26 @@ def test_silver_batch_runs_the_checks_once(spark, tmp_path: Path):
             assert "InMemoryRelation" in plan
     finally:
         checked.unpersist()
+
+
+def test_declared_table_schemas_are_what_the_transforms_produce(spark, tmp_path: Path):
+    """ensure_tables creates tables from the declared schemas; the transforms must agree."""
+    from pyspark.sql import types as T
+
+    from ecomstream.jobs.pipeline import TABLE_PROPERTIES, declared_schemas, table_schemas
+
+    def lenient(schema: T.StructType) -> T.StructType:
+        return T.StructType([T.StructField(f.name, f.dataType, True) for f in schema.fields])
+
+    derived = table_schemas(spark, _settings())
+    declared = declared_schemas()
+    assert derived.keys() == declared.keys() == set(TABLE_KEYS)
+    for key, schema in declared.items():
+        assert lenient(derived[key]) == lenient(schema), key
+
+    table = TableRef(path=str(tmp_path / "bronze"))
+    properties = TABLE_PROPERTIES["bronze/orders"]
+    table.create_if_missing(spark, lenient(declared["bronze/orders"]), properties)
+    detail = table.delta_table(spark).detail().first()
+    assert detail is not None
+    assert {k: detail["properties"][k] for k in properties} == properties

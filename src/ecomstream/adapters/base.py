@@ -7,7 +7,7 @@ The jobs above this module never test which profile runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -64,10 +64,17 @@ class TableRef:
             return writer.start(self.path)
         return writer.toTable(str(self.name))
 
-    def create_if_missing(self, spark: SparkSession, schema: StructType) -> None:
+    def create_if_missing(
+        self,
+        spark: SparkSession,
+        schema: StructType,
+        properties: Mapping[str, str] | None = None,
+    ) -> None:
         from delta.tables import DeltaTable
 
         builder = DeltaTable.createIfNotExists(spark).addColumns(schema)
+        for key, value in (properties or {}).items():
+            builder = builder.property(key, value)
         if self.path is not None:
             builder = builder.location(self.path)
         else:

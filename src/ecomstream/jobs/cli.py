@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ecomstream.cli import add_option
+from ecomstream.jobs.settings import DEFAULT_MAX_BYTES_PER_TRIGGER
 from ecomstream.paths import DEFAULT_DATA_DIR
 
 
@@ -47,6 +48,12 @@ def register(subparsers: Any) -> None:
     )
     add_option(
         parser,
+        "--max-bytes-per-trigger",
+        default=DEFAULT_MAX_BYTES_PER_TRIGGER,
+        help="data per silver / gold micro-batch at most (a soft bound, e.g. 96m, 1g)",
+    )
+    add_option(
+        parser,
         "--starting-offsets",
         default="earliest",
         help="where a new bronze checkpoint starts on the topic: earliest | latest",
@@ -83,6 +90,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         window=args.window,
         trigger_interval=args.trigger_interval,
         max_offsets_per_trigger=args.max_offsets_per_trigger,
+        max_bytes_per_trigger=args.max_bytes_per_trigger,
         starting_offsets=args.starting_offsets,
         wait_for_topic_s=args.wait_for_topic,
         **extra,

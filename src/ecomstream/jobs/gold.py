@@ -31,7 +31,9 @@ class GoldJob(StreamJob):
     def _writer(self) -> DataStreamWriter:
         # silver only ever receives inserts; skipChangeCommits guards against a manual rewrite
         silver = self.env.table("silver/orders").read_stream(
-            self.env.spark(), skipChangeCommits="true"
+            self.env.spark(),
+            skipChangeCommits="true",
+            maxBytesPerTrigger=self.settings.max_bytes_per_trigger,
         )
         return silver.writeStream.foreachBatch(foreach_batch(self))
 

@@ -72,8 +72,25 @@ def make_jobs(env: Environment, settings: PipelineSettings) -> list[StreamJob]:
     return [BronzeJob(env, settings), SilverJob(env, settings), GoldJob(env, settings)]
 
 
+def declared_schemas() -> dict[str, StructType]:
+    """Each table's schema as declared in :mod:`ecomstream.schemas` (what ``ensure_tables`` uses:
+    analysing the transforms instead costs seconds of a cold JVM at every start)."""
+    from ecomstream import schemas
+    from ecomstream.jobs.metrics import METRICS_SCHEMA
+
+    return {
+        "bronze/orders": schemas.BRONZE_SCHEMA,
+        "silver/orders": schemas.SILVER_SCHEMA,
+        "silver/quarantine": schemas.QUARANTINE_SCHEMA,
+        "gold/category_sales": schemas.CATEGORY_SALES_SCHEMA,
+        "gold/location_sales": schemas.LOCATION_SALES_SCHEMA,
+        "metrics/pipeline_batches": METRICS_SCHEMA,
+    }
+
+
 def table_schemas(spark: SparkSession, settings: PipelineSettings) -> dict[str, StructType]:
-    """Each table's schema, taken from the pure transforms applied to an empty input."""
+    """Each table's schema, taken from the pure transforms applied to an empty input (a test
+    holds it equal to :func:`declared_schemas`)."""
     from ecomstream.jobs.metrics import METRICS_SCHEMA
     from ecomstream.schemas import KAFKA_SOURCE_SCHEMA
     from ecomstream.transforms.bronze import to_bronze
@@ -92,14 +109,30 @@ def table_schemas(spark: SparkSession, settings: PipelineSettings) -> dict[str, 
     }
 
 
+# Delta collects min/max/null-count statistics for the first 32 columns of every file it
+# writes, which is a third of the cost of writing bronze and silver (docs/benchmarks.md). These
+# tables keep them for the columns that prune reads: Kafka coordinates and times in bronze,
+# event and ingestion times in silver (gold re-reads silver by order_timestamp).
+TABLE_PROPERTIES: dict[str, dict[str, str]] = {
+    "bronze/orders": {
+        "delta.dataSkippingStatsColumns": (
+            "kafka_partition,kafka_offset,kafka_timestamp,ingested_at"
+        ),
+    },
+    "silver/orders": {
+        "delta.dataSkippingStatsColumns": "order_timestamp,order_date,ingested_at",
+    },
+}
+
+
 def ensure_tables(spark: SparkSession, env: Environment, settings: PipelineSettings) -> None:
     """Create the empty tables a downstream query reads, so an empty topic is not an error."""
     from pyspark.sql import types as T
 
-    for key, schema in table_schemas(spark, settings).items():
+    for key, schema in declared_schemas().items():
         # nullable at the top level: NOT NULL constraints would only add ways to fail a batch
         lenient = T.StructType([T.StructField(f.name, f.dataType, True) for f in schema.fields])
-        env.table(key).create_if_missing(spark, lenient)
+        env.table(key).create_if_missing(spark, lenient, TABLE_PROPERTIES.get(key))
 
 
 # Set by SIGINT/SIGTERM (see _stop_on_sigterm); the loops below poll it, so a signal never

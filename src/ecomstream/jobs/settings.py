@@ -13,6 +13,10 @@ from ecomstream.errors import EcomstreamError
 
 PROFILES = ("local", "databricks")
 STARTING_OFFSETS = ("earliest", "latest")
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.IGNORECASE)
+# About two bronze files of a 500,000-record batch (~48 MB each with 2 Kafka partitions), so a
+# catch-up batch splits into as many tasks as there are cores; the cached batch fits the heap.
+DEFAULT_MAX_BYTES_PER_TRIGGER = "64m"
 _INTERVAL = re.compile(
     r"^\s*(\d+(\.\d+)?)\s*(ms|millisecond|milliseconds|s|sec|second|seconds)\s*$"
 )
@@ -32,6 +36,8 @@ class PipelineSettings:
     window: str = "1 minute"
     trigger_interval: str = "1 second"
     max_offsets_per_trigger: int | None = 500_000
+    # silver and gold read Delta tables: a byte bound keeps a catch-up batch within the heap
+    max_bytes_per_trigger: str = DEFAULT_MAX_BYTES_PER_TRIGGER
     starting_offsets: str = "earliest"
     wait_for_topic_s: float = 0.0
     categories: tuple[str, ...] = DEFAULT_CATEGORIES
@@ -54,6 +60,9 @@ class PipelineSettings:
         object.__setattr__(self, "trigger_interval", parse_interval(self.trigger_interval))
         if self.max_offsets_per_trigger is not None and self.max_offsets_per_trigger <= 0:
             raise EcomstreamError("--max-offsets-per-trigger must be a positive number of records")
+        object.__setattr__(
+            self, "max_bytes_per_trigger", str(parse_size(self.max_bytes_per_trigger))
+        )
         if self.starting_offsets not in STARTING_OFFSETS:
             raise EcomstreamError(
                 f"invalid --starting-offsets {self.starting_offsets!r}: earliest or latest"
@@ -87,6 +96,17 @@ def parse_interval(text: str) -> str:
     value = float(match.group(1))
     millis = value if match.group(3).startswith("m") else value * 1000
     return f"{round(millis)} milliseconds"
+
+
+def parse_size(text: str) -> int:
+    """``"96m"``, ``"1g"``, ``"500000"`` -> a positive number of bytes."""
+    match = _SIZE.match(str(text))
+    size = int(match.group(1)) * 1024 ** "_kmg".index(match.group(2).lower() or "_") if match else 0
+    if size <= 0:
+        raise EcomstreamError(
+            f"invalid --max-bytes-per-trigger {text!r}: expected a size such as '96m' or '1g'"
+        )
+    return size
 
 
 def pause_hook(query: str) -> float:

@@ -47,7 +47,9 @@ class SilverJob(StreamJob):
     name = "silver"
 
     def _writer(self) -> DataStreamWriter:
-        bronze = self.env.table("bronze/orders").read_stream(self.env.spark())
+        bronze = self.env.table("bronze/orders").read_stream(
+            self.env.spark(), maxBytesPerTrigger=self.settings.max_bytes_per_trigger
+        )
         return bronze.writeStream.foreachBatch(foreach_batch(self))
 
     def process(self, batch_df: DataFrame, batch_id: int) -> None:
@@ -75,12 +77,13 @@ class SilverJob(StreamJob):
                 )
             inserted = 0
             if n_valid:
-                inserted_or_none = writes.merge_insert_new(
+                inserted_or_none = writes.insert_new(
                     first_per_order(valid),
                     self.env.table("silver/orders"),
                     "order_id",
                     self.app_id("orders"),
                     batch_id,
+                    candidate_keys=valid,
                 )
                 row.replayed = inserted_or_none is None
                 inserted = inserted_or_none or 0

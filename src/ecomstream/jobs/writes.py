@@ -16,6 +16,8 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from pyspark.sql import functions as F
+
 from ecomstream.adapters.base import TableRef
 from ecomstream.jobs.settings import idempotence_enabled
 
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
 TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION = "spark.databricks.delta.write.txnVersion"
+_KEY = "_ecomstream_key"
 
 
 def append(df: DataFrame, table: TableRef, app_id: str, version: int) -> None:
@@ -47,24 +50,63 @@ def txn_confs(spark: SparkSession, app_id: str, version: int) -> Iterator[None]:
         spark.conf.unset(TXN_VERSION)
 
 
-def merge_insert_new(
-    source: DataFrame, table: TableRef, key: str, app_id: str, version: int
+def insert_new(
+    source: DataFrame,
+    table: TableRef,
+    key: str,
+    app_id: str,
+    version: int,
+    candidate_keys: DataFrame | None = None,
 ) -> int | None:
-    """Insert the rows of ``source`` whose ``key`` is not in ``table`` yet; nothing else.
+    """Append the rows of ``source`` whose ``key`` is not in ``table`` yet; nothing else.
 
-    Returns the number of rows inserted, or None when Delta skipped the MERGE because this
-    (app id, version) was already committed (a replay).
+    The result of an insert-only MERGE on ``key``, planned for a batch that is small beside the
+    table: the batch's keys are broadcast and the table's ``key`` column is scanned once against
+    them, which leaves the (few) keys the table already holds; those are broadcast in turn and
+    anti-joined out of ``source``. Memory stays bounded by the batch, however large the table
+    grows, and ``source`` is not shuffled again. ``candidate_keys`` (a frame whose ``key`` column
+    has the same set of values as ``source``'s, e.g. before an expensive dedup) spares computing
+    ``source`` twice. The append carries the transaction id, so a replayed batch writes nothing.
+
+    Returns the number of rows inserted, or None when Delta skipped the append because this
+    (app id, version) was already committed (a replay). ``source`` must be unique on ``key``.
     """
     spark = source.sparkSession
-    target = table.delta_table(spark)
-    with txn_confs(spark, app_id, version):
-        result = (
-            target.alias("t")
-            .merge(source.alias("s"), f"t.`{key}` = s.`{key}`")
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
-    return _inserted(result)
+    keys = (source if candidate_keys is None else candidate_keys).select(F.col(key).alias(_KEY))
+    held = (
+        table.read(spark)
+        .select(F.col(key).alias(_KEY))
+        .join(F.broadcast(keys), _KEY, "left_semi")
+        .distinct()
+    )
+    new_rows = source.join(F.broadcast(held), source[key] == held[_KEY], "left_anti").select(
+        *source.columns
+    )
+    before = _latest_version(spark, table)
+    append(new_rows, table, app_id, version)
+    return _appended_rows(spark, table, before)
+
+
+def _latest_version(spark: SparkSession, table: TableRef) -> int:
+    row = table.delta_table(spark).history(1).select("version").first()
+    return int(row["version"]) if row is not None else -1
+
+
+def _appended_rows(spark: SparkSession, table: TableRef, before: int) -> int | None:
+    """Rows the commit after ``before`` wrote; None when there is none (the write was skipped).
+
+    One writer per table (the query that owns it), so the next commit is this write's.
+    """
+    rows = (
+        table.delta_table(spark)
+        .history(1)
+        .select("version", "operation", "operationMetrics")
+        .collect()
+    )
+    if not rows or int(rows[0]["version"]) <= before:
+        return None
+    metrics = rows[0]["operationMetrics"] or {}
+    return int(metrics.get("numOutputRows", 0))
 
 
 def merge_upsert(
@@ -83,13 +125,6 @@ def merge_upsert(
             .execute()
         )
     return _affected(result)
-
-
-def _inserted(result: DataFrame | None) -> int | None:
-    rows = result.collect() if result is not None else []
-    if not rows:
-        return None
-    return int(rows[0]["num_inserted_rows"])
 
 
 def _affected(result: DataFrame | None) -> int | None:

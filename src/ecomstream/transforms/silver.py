@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -100,13 +100,23 @@ def validate(
 def first_per_order(valid: DataFrame) -> DataFrame:
     """Keep, per ``order_id``, the row with the lowest (kafka_partition, kafka_offset).
 
-    Exact within one frame; across micro-batches the silver job MERGEs by ``order_id`` and
-    inserts only ids not yet in silver, so the first one consumed wins globally.
+    Exact within one frame; across micro-batches the silver job inserts only ids not yet in
+    silver, so the first one consumed wins globally. Planned for frames whose ids are nearly
+    unique: only (order_id, partition, offset) is aggregated, and the ids that repeat, with
+    their first coordinates, are broadcast back, so the wide rows are filtered where they are
+    instead of being shuffled and sorted by id. (A frame of nothing but repeats broadcasts one
+    small row per id; the batch bounds it.)
     """
-    first = Window.partitionBy("order_id").orderBy("kafka_partition", "kafka_offset")
+    first = F.struct("kafka_partition", "kafka_offset")
+    repeated = (
+        valid.groupBy(F.col("order_id").alias("_repeated_id"))
+        .agg(F.count(F.lit(1)).alias("_copies"), F.min(first).alias("_first"))
+        .where(F.col("_copies") > 1)
+        .select("_repeated_id", "_first")
+    )
     return (
-        valid.withColumn("_rank", F.row_number().over(first))
-        .where(F.col("_rank") == 1)
+        valid.join(F.broadcast(repeated), F.col("order_id") == F.col("_repeated_id"), "left_outer")
+        .where(F.col("_repeated_id").isNull() | (first == F.col("_first")))
         .select(*valid.columns)
     )
 
