@@ -227,3 +227,28 @@ def test_declared_table_schemas_are_what_the_transforms_produce(spark, tmp_path:
     detail = table.delta_table(spark).detail().first()
     assert detail is not None
     assert {k: detail["properties"][k] for k in properties} == properties
+
+
+def test_warm_up_runs_every_layer_on_one_good_and_one_bad_record(spark):
+    from ecomstream.jobs.pipeline import warm_up
+
+    assert warm_up(spark) == (1, 1)
+
+
+def test_waiting_for_the_topic_also_waits_for_the_broker(tmp_path: Path):
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again below: nothing listens there
+    env = LocalEnvironment(
+        bootstrap_servers=f"127.0.0.1:{port}",
+        topic="t",
+        data_dir=tmp_path,
+        wait_for_topic_s=1.5,
+    )
+    started = time.monotonic()
+    with pytest.raises(EcomstreamError, match="unreachable"):
+        env.preflight()
+    assert time.monotonic() - started >= 1.5

@@ -73,16 +73,23 @@ class LocalEnvironment(BaseEnvironment):
     # -- optional hooks -----------------------------------------------------------------------
     def preflight(self) -> None:
         ensure_writable_dir(self.data_dir)
-        topics = self._list_topics()
+        # --wait-for-topic also waits for a broker that is still starting (the demo starts the
+        # pipeline beside its broker); without it an unreachable broker fails at once.
         deadline = time.monotonic() + self.wait_for_topic_s
-        while self.topic not in topics:
-            if time.monotonic() >= deadline:
-                raise EcomstreamError(
-                    f"topic {self.topic!r} does not exist on {self.bootstrap_servers} "
-                    "(create it, e.g. by producing to it, or pass --wait-for-topic)"
-                )
+        while True:
+            try:
+                if self.topic in self._list_topics():
+                    return
+            except EcomstreamError:
+                if time.monotonic() >= deadline:
+                    raise
+            else:
+                if time.monotonic() >= deadline:
+                    raise EcomstreamError(
+                        f"topic {self.topic!r} does not exist on {self.bootstrap_servers} "
+                        "(create it, e.g. by producing to it, or pass --wait-for-topic)"
+                    )
             time.sleep(0.5)
-            topics = self._list_topics()
 
     def bind(self, topic: str, window: str) -> None:
         """``<data-dir>/_ecomstream.json`` names the topic (and gold window) the tables hold."""

@@ -25,6 +25,8 @@ from ecomstream.paths import ensure_writable_dir
 PRODUCER_STOP_S = 20.0
 PIPELINE_STOP_S = 90.0
 DRAIN_TIMEOUT_S = 30.0
+# the pipeline starts beside the broker and waits this long for it and the topic
+PIPELINE_WAIT_FOR_TOPIC_S = 120.0
 TOPIC_PARTITIONS = 2
 
 
@@ -208,6 +210,8 @@ class Demo:
         self.server.start()
 
     def start_broker(self) -> None:
+        """Find or start the broker. Starting one, the pipeline is launched first, waiting for
+        the topic, so its JVM starts and warms up while the broker's does."""
         from ecomstream import broker
 
         if self.bootstrap is not None:
@@ -223,6 +227,8 @@ class Demo:
             )
             return
         port = self.s.kafka_port or broker.free_port()
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.start_pipeline()
         say(f"broker: starting the embedded Kafka broker on 127.0.0.1:{port} ...")
         started = time.monotonic()
         # from the first moment, so a Ctrl-C inside start() still leads to stop()
@@ -234,13 +240,11 @@ class Demo:
             f"{time.monotonic() - started:.1f} s"
         )
 
-    def start_children(self) -> None:
+    def start_pipeline(self) -> None:
         from ecomstream.demo.children import Child
 
         s = self.s
         assert self.bootstrap is not None
-        created = create_topic(self.bootstrap, s.topic)
-        say(f"topic: {s.topic} ({'created' if created else 'exists'})")
         pipeline_args = [
             "pipeline",
             "--bootstrap-servers",
@@ -251,6 +255,8 @@ class Demo:
             str(self.data_dir),
             "--window",
             s.window,
+            "--wait-for-topic",
+            f"{PIPELINE_WAIT_FOR_TOPIC_S:g}",
         ]
         if s.trigger_interval:
             pipeline_args += ["--trigger-interval", s.trigger_interval]
@@ -259,6 +265,17 @@ class Demo:
         memory = {"PYSPARK_SUBMIT_ARGS": f"--driver-memory {s.pipeline_memory} pyspark-shell"}
         self.pipeline = Child("pipeline", pipeline_args, self.logs / "pipeline.log", memory)
         say(f"pipeline: starting (pid {self.pipeline.pid}, log {self.pipeline.log_path})")
+
+    def start_children(self) -> None:
+        """The topic, the pipeline (unless start_broker launched it already), the producer."""
+        from ecomstream.demo.children import Child
+
+        s = self.s
+        assert self.bootstrap is not None
+        created = create_topic(self.bootstrap, s.topic)
+        say(f"topic: {s.topic} ({'created' if created else 'exists'})")
+        if self.pipeline is None:
+            self.start_pipeline()
         producer_args = [
             "produce",
             "--bootstrap-servers",

@@ -9,6 +9,7 @@ side by side on processing-time triggers until SIGINT/SIGTERM, which stop them c
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -41,8 +42,12 @@ def run(settings: PipelineSettings) -> int:
     time.tzset()
     env = adapters.get(settings.profile, **settings.adapter_settings())
     try:
+        # Asked to wait for the topic: start (and warm) Spark meanwhile instead of after.
+        early = _start_spark_early(env) if settings.wait_for_topic_s > 0 else None
         hook(env, "preflight")()
         hook(env, "bind")(settings.topic, settings.window)
+        if early is not None:
+            early.join()
         spark = env.spark()
         ensure_tables(spark, env, settings)
         jobs = make_jobs(env, settings)
@@ -62,6 +67,58 @@ def run(settings: PipelineSettings) -> int:
         return 0
     finally:
         hook(env, "close")()
+
+
+def _start_spark_early(env: Environment) -> threading.Thread:
+    """Start the session in the background and run the transforms once on a tiny frame, so the
+    JVM's class loading and code generation are done before the first batch. A failure here is
+    left for the main thread's own ``env.spark()`` to report."""
+
+    def start() -> None:
+        with contextlib.suppress(Exception):
+            warm_up(env.spark())
+
+    thread = threading.Thread(target=start, name="ecomstream-spark-start", daemon=True)
+    thread.start()
+    return thread
+
+
+def warm_up(spark: SparkSession) -> tuple[int, int]:
+    """Bronze, silver and gold transforms over one valid and one malformed record, in memory;
+    returns (orders in gold, rows quarantined): (1, 1)."""
+    import datetime as dt
+
+    from ecomstream.schemas import KAFKA_SOURCE_SCHEMA
+    from ecomstream.transforms.bronze import to_bronze
+    from ecomstream.transforms.gold import category_sales, location_sales
+    from ecomstream.transforms.silver import first_per_order, validate
+
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    fields = {
+        "order_id": "warm-up",
+        "order_timestamp": now.isoformat(),
+        "customer_id": "c",
+        "product_id": "p",
+        "product_name": "n",
+        "category": "Books",
+        "price": "1.00",
+        "quantity": 1,
+        "currency": "USD",
+        "payment_method": "card",
+        "city": "c",
+        "state": "s",
+        "country": "c",
+    }
+    order = json.dumps(fields)
+    kafka = spark.createDataFrame(
+        [(b"k", order.encode(), "warm-up", 0, 0, now, 0), (b"k", b"{", "warm-up", 0, 1, now, 0)],
+        KAFKA_SOURCE_SCHEMA,
+    )
+    valid, quarantined = validate(to_bronze(kafka))
+    silver = first_per_order(valid)
+    rejected = quarantined.collect()
+    location_sales(silver).collect()
+    return sum(int(r["order_count"]) for r in category_sales(silver).collect()), len(rejected)
 
 
 def make_jobs(env: Environment, settings: PipelineSettings) -> list[StreamJob]:
