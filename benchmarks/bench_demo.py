@@ -194,7 +194,7 @@ def main() -> None:
 Command: `.venv/bin/python -m benchmarks.bench_demo --rate {args.rate:g} --hold {args.hold:g}
 --runs {args.runs}` (fresh data dir each run: embedded broker formatted anew, new topic, new
 checkpoints; Maven/Ivy jar caches warm). Load average when it started: {load[0]:.1f}
-(this machine is shared; figures on an idle laptop are lower).
+(a 1-minute average: it still carries whatever ran just before; nothing else ran beside it).
 
 | run | broker ready s | producer started s | first gold row s | peak RSS GiB | stop s | exit |
 | --- | --- | --- | --- | --- | --- | --- |
