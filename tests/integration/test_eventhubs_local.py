@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from ecomstream import broker, eventhubs
+from ecomstream.contract import CONTRACT_REASON_CODES
 from tests.kafka_helpers import read_all
 
 HUB = "orders"
@@ -136,18 +137,8 @@ def test_cli_starts_the_sasl_listener_and_refuses_without_a_password(tmp_path: P
     assert broker.running(tmp_path) is None
 
 
-INVALID_KINDS = (
-    "malformed_json",
-    "missing_order_id",
-    "invalid_timestamp",
-    "null_price",
-    "invalid_price",
-    "non_positive_price",
-    "null_quantity",
-    "invalid_quantity",
-    "non_positive_quantity",
-    "unknown_category",
-)
+# the producer's fault kinds that silver rejects: one per contract reason code
+INVALID_KINDS = CONTRACT_REASON_CODES
 
 
 def _cli(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

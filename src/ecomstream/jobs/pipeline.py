@@ -131,7 +131,8 @@ def make_jobs(env: Environment, settings: PipelineSettings) -> list[StreamJob]:
 
 def declared_schemas() -> dict[str, StructType]:
     """Each table's schema as declared in :mod:`ecomstream.schemas` (what ``ensure_tables`` uses:
-    analysing the transforms instead costs seconds of a cold JVM at every start)."""
+    analysing the transforms instead costs seconds of a cold JVM at every start; a test holds
+    the two equal)."""
     from ecomstream import schemas
     from ecomstream.jobs.metrics import METRICS_SCHEMA
 
@@ -141,27 +142,6 @@ def declared_schemas() -> dict[str, StructType]:
         "silver/quarantine": schemas.QUARANTINE_SCHEMA,
         "gold/category_sales": schemas.CATEGORY_SALES_SCHEMA,
         "gold/location_sales": schemas.LOCATION_SALES_SCHEMA,
-        "metrics/pipeline_batches": METRICS_SCHEMA,
-    }
-
-
-def table_schemas(spark: SparkSession, settings: PipelineSettings) -> dict[str, StructType]:
-    """Each table's schema, taken from the pure transforms applied to an empty input (a test
-    holds it equal to :func:`declared_schemas`)."""
-    from ecomstream.jobs.metrics import METRICS_SCHEMA
-    from ecomstream.schemas import KAFKA_SOURCE_SCHEMA
-    from ecomstream.transforms.bronze import to_bronze
-    from ecomstream.transforms.gold import category_sales, location_sales
-    from ecomstream.transforms.silver import validate
-
-    bronze = to_bronze(spark.createDataFrame([], KAFKA_SOURCE_SCHEMA))
-    valid, quarantined = validate(bronze, settings.categories)
-    return {
-        "bronze/orders": bronze.schema,
-        "silver/orders": valid.schema,
-        "silver/quarantine": quarantined.schema,
-        "gold/category_sales": category_sales(valid, settings.window).schema,
-        "gold/location_sales": location_sales(valid, settings.window).schema,
         "metrics/pipeline_batches": METRICS_SCHEMA,
     }
 
@@ -182,14 +162,18 @@ TABLE_PROPERTIES: dict[str, dict[str, str]] = {
 }
 
 
-def ensure_tables(spark: SparkSession, env: Environment, settings: PipelineSettings) -> None:
-    """Create the empty tables a downstream query reads, so an empty topic is not an error."""
+def lenient(schema: StructType) -> StructType:
+    """``schema`` nullable at the top level: NOT NULL constraints on the tables would only add
+    ways to fail a batch."""
     from pyspark.sql import types as T
 
+    return T.StructType([T.StructField(f.name, f.dataType, True) for f in schema.fields])
+
+
+def ensure_tables(spark: SparkSession, env: Environment, settings: PipelineSettings) -> None:
+    """Create the empty tables a downstream query reads, so an empty topic is not an error."""
     for key, schema in declared_schemas().items():
-        # nullable at the top level: NOT NULL constraints would only add ways to fail a batch
-        lenient = T.StructType([T.StructField(f.name, f.dataType, True) for f in schema.fields])
-        env.table(key).create_if_missing(spark, lenient, TABLE_PROPERTIES.get(key))
+        env.table(key).create_if_missing(spark, lenient(schema), TABLE_PROPERTIES.get(key))
 
 
 # Set by SIGINT/SIGTERM (see _stop_on_sigterm); the loops below poll it, so a signal never

@@ -22,7 +22,7 @@ from ecomstream.adapters.base import TableRef
 from ecomstream.jobs.settings import idempotence_enabled
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame, Row, SparkSession
 
 TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION = "spark.databricks.delta.write.txnVersion"
@@ -82,31 +82,18 @@ def insert_new(
     new_rows = source.join(F.broadcast(held), source[key] == held[_KEY], "left_anti").select(
         *source.columns
     )
-    before = _latest_version(spark, table)
+    before = _latest_commit(spark, table)
     append(new_rows, table, app_id, version)
-    return _appended_rows(spark, table, before)
-
-
-def _latest_version(spark: SparkSession, table: TableRef) -> int:
-    row = table.delta_table(spark).history(1).select("version").first()
-    return int(row["version"]) if row is not None else -1
-
-
-def _appended_rows(spark: SparkSession, table: TableRef, before: int) -> int | None:
-    """Rows the commit after ``before`` wrote; None when there is none (the write was skipped).
-
-    One writer per table (the query that owns it), so the next commit is this write's.
-    """
-    rows = (
-        table.delta_table(spark)
-        .history(1)
-        .select("version", "operation", "operationMetrics")
-        .collect()
-    )
-    if not rows or int(rows[0]["version"]) <= before:
+    after = _latest_commit(spark, table)
+    # one writer per table (the query that owns it): a new commit is this append's
+    if after is None or (before is not None and after["version"] <= before["version"]):
         return None
-    metrics = rows[0]["operationMetrics"] or {}
-    return int(metrics.get("numOutputRows", 0))
+    return int((after["operationMetrics"] or {}).get("numOutputRows", 0))
+
+
+def _latest_commit(spark: SparkSession, table: TableRef) -> Row | None:
+    """The table's newest history entry (version, operationMetrics), None before any."""
+    return table.delta_table(spark).history(1).select("version", "operationMetrics").first()
 
 
 def merge_upsert(
