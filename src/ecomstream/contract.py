@@ -35,4 +35,5 @@ CONTRACT_REASON_CODES: tuple[str, ...] = (
     "invalid_quantity",
     "non_positive_quantity",
     "unknown_category",
+    "total_out_of_range",
 )

@@ -13,9 +13,9 @@ from ecomstream.contract import CONTRACT_REASON_CODES, EVENT_FIELDS
 
 ORDER_EVENT_SCHEMA = T.StructType([T.StructField(name, T.StringType()) for name in EVENT_FIELDS])
 
-# Contract §3, in contract order. ``total_out_of_range`` is ours, always last: price and quantity
-# both valid but price x quantity does not fit the contract's decimal(14,2) total_amount.
-REASON_CODES: tuple[str, ...] = (*CONTRACT_REASON_CODES, "total_out_of_range")
+# Contract §3, in contract order (``total_out_of_range`` last: price and quantity both valid but
+# price x quantity does not fit decimal(14,2) total_amount).
+REASON_CODES: tuple[str, ...] = CONTRACT_REASON_CODES
 
 PRICE_TYPE = T.DecimalType(12, 2)
 TOTAL_TYPE = T.DecimalType(14, 2)
