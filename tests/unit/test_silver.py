@@ -381,6 +381,14 @@ def test_long_number_tokens_are_read_exactly_not_through_a_double(spark):
         _with(order_id="low", price=Raw("1234567890.1249999999999999999"), quantity=Raw("1")),
         _with(order_id="high", price=Raw("1234567890.1250000000000000001"), quantity=Raw("1")),
         _with(order_id="int", price=Raw("0.10"), quantity=Raw("7.00000000000000000000")),
+        # a lone surrogate escape elsewhere (and an escaped backslash before "udc00"): the
+        # payload is still re-read exactly, though try_parse_json refuses lone surrogates
+        _with(
+            order_id="lone",
+            product_name=Raw('"\\ud800 \\\\udc00"'),
+            price=Raw("1234567890.1249999999999999999"),
+            quantity=Raw("1"),
+        ),
     ]
     valid, quarantined = _split(spark, payloads)
     assert quarantined.count() == 0
@@ -389,4 +397,5 @@ def test_long_number_tokens_are_read_exactly_not_through_a_double(spark):
         "low": (Decimal("1234567890.12"), 1),
         "high": (Decimal("1234567890.13"), 1),
         "int": (Decimal("0.10"), 7),
+        "lone": (Decimal("1234567890.12"), 1),
     }

@@ -55,6 +55,12 @@ FAR_FRACTION = r"\.[0-9]{27}[0-9]*[1-9]"
 # since 1234567890.1249999999999999999 comes out as the short 1.234567890125E9.)
 LONG_NUMBER = r"[0-9][0-9.]{15}"
 _JSON_WS = " \t\n\r"
+# try_parse_json refuses a payload holding a lone surrogate escape ("\ud800") anywhere, which
+# from_json reads as "?". For the exact re-read, every surrogate escape moves to the private use
+# area (\uD8xx -> \uE8xx): still valid JSON, distinct names stay distinct, and only text that
+# no number holds changes.
+_SURROGATE_ESCAPE = r"\\u[dD]([89a-fA-F][0-9a-fA-F]{2})"
+_PRIVATE_USE_ESCAPE = r"\\uE$1"
 
 # Reporting helper: (band, exclusive upper bound of the unit price), in order.
 PRICE_BANDS: tuple[tuple[str, int | None], ...] = (
@@ -153,7 +159,8 @@ def _exact_number(name: str) -> Column:
     """
     text = F.col(f"event.{name}")
     suspect = (text.isNotNull() & F.col("raw_value").rlike(LONG_NUMBER)) | text.contains("Infinity")
-    exact = F.try_variant_get(F.try_parse_json("raw_value"), f"$.{name}", "variant")
+    payload = F.regexp_replace("raw_value", _SURROGATE_ESCAPE, _PRIVATE_USE_ESCAPE)
+    exact = F.try_variant_get(F.try_parse_json(payload), f"$.{name}", "variant")
     return F.when(suspect, exact).alias(f"_{name}_exact")
 
 
