@@ -33,9 +33,13 @@ KAFKA_SOURCE_SCHEMA = T.StructType(
     ]
 )
 
+# Every string column holds valid UTF-8 (contract §2), so that pyarrow, DuckDB, polars and
+# delta-rs load every row: raw_value with U+FFFD for each invalid sequence, and raw_bytes the
+# payload byte for byte when it was not valid UTF-8 (NULL when it was).
 BRONZE_SCHEMA = T.StructType(
     [
         T.StructField("raw_value", T.StringType()),
+        T.StructField("raw_bytes", T.BinaryType()),
         T.StructField("kafka_key", T.StringType()),
         T.StructField("kafka_topic", T.StringType()),
         T.StructField("kafka_partition", T.IntegerType()),
@@ -76,6 +80,7 @@ SILVER_SCHEMA = T.StructType(
 QUARANTINE_SCHEMA = T.StructType(
     [
         T.StructField("raw_value", T.StringType()),
+        T.StructField("raw_bytes", T.BinaryType()),
         T.StructField("kafka_topic", T.StringType()),
         T.StructField("kafka_partition", T.IntegerType()),
         T.StructField("kafka_offset", T.LongType()),

@@ -1,4 +1,4 @@
-"""A plain-Python model of the contract's silver and gold rules (CONTRACT.md §3, §4).
+"""A plain-Python model of the contract's bronze, silver and gold rules (CONTRACT.md §2-§4).
 
 Written independently of ``ecomstream.transforms``: Python's ``json`` module (strict: no
 trailing data, no NaN; a duplicate name: the last one wins), ``Decimal`` for
@@ -8,7 +8,10 @@ Decisions it encodes (docs/rules.md explains each): a price/quantity that is a s
 number counts as that number (surrounding JSON whitespace allowed); a quantity is an integer when
 its value is integral (``2``, ``2.0``, ``"2.0"``, ``1e1``); values that do not fit decimal(12,2)
 or int are invalid; price rounds half-up to cents and ``non_positive_price`` is judged on the
-rounded price; a timestamp without offset is UTC; fractions beyond microseconds are truncated.
+rounded price; a timestamp without offset is UTC; fractions beyond microseconds are truncated;
+a payload that is not valid UTF-8 is malformed, kept as Python's ``decode(errors="replace")``
+in ``raw_value`` and byte for byte in ``raw_bytes``; a lone surrogate escape (``"\\ud800"``) in
+a text field reads as ``?``.
 """
 
 from __future__ import annotations
@@ -60,9 +63,23 @@ class Outcome:
     """Where every bronze record goes."""
 
     silver: dict[str, dict[str, Any]] = field(default_factory=dict)  # order_id -> row
+    # every record -> (raw_value, raw_bytes), as bronze and quarantine hold them
+    raw: dict[tuple[int, int], tuple[str | None, bytes | None]] = field(default_factory=dict)
     quarantine: dict[tuple[int, int], list[str]] = field(default_factory=dict)
     valid: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     duplicates: set[tuple[int, int]] = field(default_factory=set)
+
+
+def raw_columns(raw: bytes | None) -> tuple[str | None, bytes | None]:
+    """``(raw_value, raw_bytes)`` of a payload: text that is valid UTF-8 whatever arrived (each
+    invalid sequence one U+FFFD, Python's "maximal subpart" replacement), and the bytes
+    themselves only when they are not valid UTF-8."""
+    if raw is None:
+        return None, None
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace"), raw
 
 
 def parse_object(raw: bytes | None) -> dict[str, Any] | None:
@@ -200,9 +217,14 @@ def _cents(number: Decimal | None) -> Decimal | None:
 
 
 def _text(value: Any) -> str | None:
-    """A field as silver text: strings as sent; integers and booleans as their JSON token."""
-    if value is None or isinstance(value, str):
+    """A field as silver text: strings as sent; integers and booleans as their JSON token.
+
+    Text is UTF-8 in silver, where a lone surrogate (from an escape like ``"\\udc00"``) has no
+    encoding: it becomes ``?``, as UTF-8 encoders with errors="replace" (Python's, Java's) do."""
+    if value is None:
         return value
+    if isinstance(value, str):
+        return value.encode("utf-8", errors="replace").decode("utf-8")
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -227,6 +249,7 @@ def run(
     """Records (partition, offset, payload) -> where each one lands, per the contract."""
     outcome = Outcome()
     for partition, offset, raw in sorted(records, key=lambda r: (r[0], r[1])):
+        outcome.raw[(partition, offset)] = raw_columns(raw)
         reasons, row = check(raw, categories)
         if row is None:
             outcome.quarantine[(partition, offset)] = reasons

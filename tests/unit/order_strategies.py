@@ -151,6 +151,10 @@ MALFORMED_PAYLOADS: tuple[bytes | None, ...] = (
     b'{"price": NaN}',
     b'{"order_id": "a", "order_id": "b"}',
     b'{"order_id": "\xc3\x28"}',
+    # not UTF-8: a surrogate, a code point past U+10FFFF, a Latin-1 byte in an otherwise clean order
+    b"\xed\xa0\x80",
+    b'{"order_id": "a\xf4\x90\x80\x80"}',
+    dumps(clean_order(order_id="latin-1")).encode().replace(b"Austin", b"Aust\xefn"),
 )
 
 
@@ -237,7 +241,10 @@ def clean_events(draw: st.DrawFn, order_id: str) -> dict[str, Any]:
         "order_timestamp": draw(timestamps),
         "customer_id": draw(st.one_of(text, st.just(ABSENT), st.none())),
         "product_id": draw(text),
-        "product_name": draw(text),
+        # lone surrogate escapes: valid JSON, but no UTF-8 for the text (silver reads "?")
+        "product_name": draw(
+            st.one_of(text, st.sampled_from([Raw('"\\ud800"'), Raw('"a\\udc00b"')]))
+        ),
         "category": draw(categories),
         "price": draw(valid_prices),
         "quantity": draw(valid_quantities),

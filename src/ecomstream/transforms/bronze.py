@@ -26,25 +26,34 @@ _STRICT_JSON = {
 def to_bronze(kafka_rows: DataFrame) -> DataFrame:
     """Kafka source rows -> bronze rows, one for one (nothing dropped, nothing added).
 
-    ``raw_value`` is the value's bytes as a string, untouched. ``event`` is the payload parsed
-    by :data:`ORDER_EVENT_SCHEMA` (every field as text) when the payload is exactly one JSON
-    object, and NULL otherwise: see :func:`parse_event`.
+    ``raw_value`` is the payload as text, valid UTF-8 whatever arrived: each invalid sequence
+    becomes U+FFFD (``make_valid_utf8``: the same U+FFFDs as Python's
+    ``decode("utf-8", errors="replace")``, docs/rules.md). A cast alone would keep the invalid
+    bytes, and a Delta table holding them is unreadable for pyarrow and delta-rs. ``raw_bytes``
+    keeps such a payload byte for byte; it is NULL when the payload is valid UTF-8 (or NULL).
+    ``kafka_key`` is repaired the same way. ``event`` is the payload parsed by
+    :data:`ORDER_EVENT_SCHEMA` (every field as text) when the payload is exactly one JSON object
+    in valid UTF-8, and NULL otherwise: see :func:`parse_event`.
     """
-    raw_value = F.col("value").cast("string")
+    payload = F.col("value").cast("string")  # the bytes as received, maybe not UTF-8
     return kafka_rows.select(
-        raw_value.alias("raw_value"),
-        F.col("key").cast("string").alias("kafka_key"),
+        F.make_valid_utf8(payload).alias("raw_value"),
+        F.when(~F.is_valid_utf8(payload), F.col("value")).alias("raw_bytes"),
+        F.make_valid_utf8(F.col("key").cast("string")).alias("kafka_key"),
         F.col("topic").alias("kafka_topic"),
         F.col("partition").cast("int").alias("kafka_partition"),
         F.col("offset").cast("long").alias("kafka_offset"),
         F.col("timestamp").alias("kafka_timestamp"),
         F.current_timestamp().alias("ingested_at"),
-        parse_event(raw_value).alias("event"),
+        parse_event(payload).alias("event"),
     ).select(*BRONZE_SCHEMA.fieldNames())
 
 
 def parse_event(raw_value: Column) -> Column:
     """The payload as an ``ORDER_EVENT_SCHEMA`` struct if it is exactly one JSON object, else NULL.
+
+    ``raw_value`` is the payload as received, not repaired: a payload that is not valid UTF-8
+    is malformed, and after ``make_valid_utf8`` it would look valid.
 
     Spark's JSON readers stop after the first value and ignore the rest, so ``{"a":1} garbage``
     would parse. Hence the payload is parsed wrapped as ``[<payload>, {END}]``: trailing garbage

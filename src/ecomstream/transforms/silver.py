@@ -9,6 +9,9 @@ How each contract rule is decided is in ``docs/rules.md``; the short version:
   a longer run of digits (or an ``Infinity``), price and quantity are re-read exactly with
   ``try_parse_json`` (VARIANT keeps 38 digits). That costs a second parse, for those rows only.
 * ``reasons`` is only built for the quarantined side: the valid side needs one boolean.
+* Every string column is valid UTF-8: ``raw_value`` comes repaired from bronze (``raw_bytes``
+  beside it), and ``from_json`` only yields valid UTF-8 (a lone surrogate escape such as
+  ``"\\ud800"`` arrives as ``?``), so there is nothing left to repair here.
 
 No Python UDFs: everything is a Catalyst expression (and code-generated).
 """
@@ -81,8 +84,8 @@ def validate(
 
     ``valid`` has the silver columns (typed, derived), not yet deduplicated: see
     :func:`first_per_order`. ``quarantined`` has the contract's quarantine columns with
-    ``reasons`` in contract order (``malformed_json`` alone), plus ``order_id`` (as sent, when
-    readable), ``kafka_timestamp`` and ``ingested_at``.
+    ``reasons`` in contract order (``malformed_json`` alone) and ``raw_bytes`` as bronze has it,
+    plus ``order_id`` (as sent, when readable), ``kafka_timestamp`` and ``ingested_at``.
     """
     checked = with_checks(bronze, tuple(categories))
     failed = F.col("_malformed")
@@ -91,6 +94,7 @@ def validate(
     valid = checked.where(~failed).select(*_silver_columns())
     quarantined = checked.where(failed).select(
         "raw_value",
+        "raw_bytes",
         "kafka_topic",
         "kafka_partition",
         "kafka_offset",
@@ -129,8 +133,10 @@ def first_per_order(valid: DataFrame) -> DataFrame:
 
 def with_checks(bronze: DataFrame, categories: tuple[str, ...]) -> DataFrame:
     """Bronze plus ``_``-prefixed typed fields and one boolean column per reason code."""
+    bronze = _with_raw_bytes(bronze)
     if "event" not in bronze.columns:  # a bare (raw_value + coordinates) frame
-        bronze = bronze.withColumn("event", parse_event(F.col("raw_value")))
+        payload = F.coalesce(F.col("raw_bytes").cast("string"), F.col("raw_value"))
+        bronze = bronze.withColumn("event", parse_event(payload))
     return (
         bronze.select(
             "*",
@@ -146,6 +152,20 @@ def with_checks(bronze: DataFrame, categories: tuple[str, ...]) -> DataFrame:
         .select("*", *_number_columns("price"), *_number_columns("quantity"))
         .transform(_typed)
         .transform(_conditions(categories))
+    )
+
+
+def _with_raw_bytes(bronze: DataFrame) -> DataFrame:
+    """A frame without ``raw_bytes`` (a bare frame, or bronze written before the column existed)
+    may hold a ``raw_value`` that is not valid UTF-8: split it as ``to_bronze`` does."""
+    if "raw_bytes" in bronze.columns:
+        return bronze
+    raw = F.col("raw_value")
+    return bronze.withColumns(
+        {
+            "raw_value": F.make_valid_utf8(raw),
+            "raw_bytes": F.when(~F.is_valid_utf8(raw), raw.cast("binary")),
+        }
     )
 
 
