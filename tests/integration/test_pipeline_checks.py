@@ -132,7 +132,19 @@ def _rows(df: Any, columns: list[str]) -> Counter[tuple[Any, ...]]:
 
 
 def _hashable(value: Any) -> Any:
+    if isinstance(value, bytearray):  # a binary column (raw_bytes)
+        return bytes(value)
     return tuple(value) if isinstance(value, list) else value
+
+
+def _bronze_raw(value: bytes | None) -> tuple[bytes | None, bytes | None]:
+    """Contract §2: (raw_value as UTF-8 bytes, raw_bytes) for a payload. raw_value is the text
+    with each invalid sequence replaced by U+FFFD (as Python's errors="replace" does), raw_bytes
+    the payload itself when it is not valid UTF-8, else NULL."""
+    if value is None:
+        return None, None
+    text = value.decode("utf-8", errors="replace").encode("utf-8")
+    return text, (None if text == value else value)
 
 
 def assert_exact(
@@ -147,8 +159,10 @@ def assert_exact(
     coords = _rows(bronze, ["kafka_partition", "kafka_offset"])
     dupes = [c for c, n in coords.items() if n > 1]
     assert not dupes, f"bronze holds {len(dupes)} Kafka records more than once, e.g. {dupes[:3]}"
-    assert Counter(r.raw_value for r in bronze.select("raw_value").collect()) == Counter(
-        v.decode() for _, v in on_topic
+    # raw_value as its bytes: collect() would decode it in the JVM, hiding invalid UTF-8
+    raw = bronze.selectExpr("CAST(raw_value AS BINARY) AS text", "raw_bytes").collect()
+    assert Counter((_hashable(r.text), _hashable(r.raw_bytes)) for r in raw) == Counter(
+        _bronze_raw(v) for _, v in on_topic
     ), "bronze is not exactly the records on the topic"
 
     valid, quarantined = validate(bronze)
@@ -160,7 +174,7 @@ def assert_exact(
         f"silver differs: {sum((got_silver - expected_silver).values())} unexpected rows, "
         f"{sum((expected_silver - got_silver).values())} missing"
     )
-    q_cols = ["kafka_partition", "kafka_offset", "raw_value", "reasons"]
+    q_cols = ["kafka_partition", "kafka_offset", "raw_value", "raw_bytes", "reasons"]
     expected_q, got_q = _rows(quarantined, q_cols), _rows(t["silver/quarantine"], q_cols)
     assert got_q == expected_q, (
         f"quarantine differs: {sum((got_q - expected_q).values())} unexpected rows, "
