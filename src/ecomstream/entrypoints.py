@@ -1,19 +1,19 @@
-"""Databricks ``python_wheel_task`` entry points: one per layer, one for all, one producer.
+"""Databricks ``python_wheel_task`` entry points: the pipeline and the producer.
 
-Registered as console scripts of the wheel (``ecomstream-bronze``, ``ecomstream-silver``,
-``ecomstream-gold``, ``ecomstream-all``, ``ecomstream-produce``), which is where a wheel task
-looks its ``entry_point`` up. A task's ``parameters`` arrive as ``sys.argv[1:]``, e.g.::
+Registered as console scripts of the wheel (``ecomstream-all``, ``ecomstream-produce``; the
+older per-layer ``ecomstream-bronze``, ``-silver`` and ``-gold`` run the whole pipeline too),
+which is where a wheel task looks its ``entry_point`` up. A task's ``parameters`` arrive as
+``sys.argv[1:]``, e.g.::
 
     --trigger=available-now --topic=orders --catalog=main --schema=ecomstream
     --secret-scope=ecomstream --secret-key=eventhubs-connection-string
 
 Every option also reads ``ECOMSTREAM_<OPTION>``. ``--trigger available-now`` drains what is on
-the hub (or in the upstream table) and returns: the scheduled job chains bronze -> silver ->
-gold with ``depends_on``. ``--trigger continuous`` keeps the layer's query running on a
+the hub through every layer and returns. ``--trigger continuous`` keeps the query running on a
 processing-time trigger until the run is cancelled.
 
-The code below the layer choice is the pipeline's own (``ecomstream.jobs``): the same queries
-the laptop runs with ``ecomstream pipeline``, against the databricks adapter.
+The code below is the pipeline's own (``ecomstream.jobs``): the same query the laptop runs
+with ``ecomstream pipeline``, against the databricks adapter.
 """
 
 from __future__ import annotations
@@ -152,7 +152,12 @@ def _entity_path_topic() -> str:
 
 
 def run_layers(settings: Any, layers: Sequence[str], adapter_extra: dict[str, Any]) -> int:
-    """:func:`ecomstream.jobs.pipeline.run`, restricted to ``layers`` (the same jobs)."""
+    """:func:`ecomstream.jobs.pipeline.run` on the cluster: one query writes every layer.
+
+    ``layers`` only survives for the entry points of older bundles (``ecomstream-bronze`` ...):
+    each of them now runs the whole pipeline, which a chained bronze -> silver -> gold job
+    turns into one run that does the work and two that find nothing new.
+    """
     import time
 
     from ecomstream import adapters
@@ -167,12 +172,11 @@ def run_layers(settings: Any, layers: Sequence[str], adapter_extra: dict[str, An
     pipeline.configure_logging()
     env = adapters.get(settings.profile, **{**settings.adapter_settings(), **adapter_extra})
     try:
-        if "bronze" in layers:
-            hook(env, "preflight")()
+        hook(env, "preflight")()
         hook(env, "bind")(settings.topic, settings.window)
         spark = env.spark()
         pipeline.ensure_tables(spark, env, settings)
-        jobs = [job for job in pipeline.make_jobs(env, settings) if job.name in layers]
+        jobs = pipeline.make_jobs(env, settings)
         with pipeline._stop_on_sigterm():
             if settings.once:
                 pipeline.run_once(jobs)
@@ -210,22 +214,22 @@ def _call(fn: Any) -> int:
 
 
 def bronze(argv: Sequence[str] | None = None) -> None:
-    """Event Hubs -> bronze/orders."""
+    """Kept for older bundles: the whole pipeline (see :func:`run_layers`)."""
     _guarded(("bronze",), "ecomstream-bronze", argv)
 
 
 def silver(argv: Sequence[str] | None = None) -> None:
-    """bronze/orders -> silver/orders + silver/quarantine."""
+    """Kept for older bundles: the whole pipeline (see :func:`run_layers`)."""
     _guarded(("silver",), "ecomstream-silver", argv)
 
 
 def gold(argv: Sequence[str] | None = None) -> None:
-    """silver/orders -> gold/category_sales + gold/location_sales."""
+    """Kept for older bundles: the whole pipeline (see :func:`run_layers`)."""
     _guarded(("gold",), "ecomstream-gold", argv)
 
 
 def all_layers(argv: Sequence[str] | None = None) -> None:
-    """All three, in order (available-now) or side by side (continuous)."""
+    """Event Hubs -> bronze, quarantine, silver and gold, one query."""
     _guarded(LAYERS, "ecomstream-all", argv)
 
 

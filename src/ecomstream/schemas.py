@@ -101,6 +101,7 @@ CATEGORY_SALES_SCHEMA = T.StructType(
         T.StructField("units_sold", T.LongType()),
         T.StructField("revenue", MONEY_TYPE),
         T.StructField("avg_order_value", MONEY_TYPE),
+        T.StructField("window_hour", T.LongType()),
     ]
 )
 
@@ -113,8 +114,13 @@ LOCATION_SALES_SCHEMA = T.StructType(
         T.StructField("order_count", T.LongType()),
         T.StructField("units_sold", T.LongType()),
         T.StructField("revenue", MONEY_TYPE),
+        T.StructField("window_hour", T.LongType()),
     ]
 )
+
+# Gold tables are partitioned by window_hour (hours since the epoch of window_start): a batch
+# rewrites the few hours its orders touched, whatever the size of the table.
+GOLD_PARTITION = "window_hour"
 
 # Grain of each gold table: the MERGE keys (null-safe: a valid order may lack country or city).
 CATEGORY_SALES_KEYS: tuple[str, ...] = ("window_start", "window_end", "category")

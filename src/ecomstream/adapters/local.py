@@ -9,7 +9,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ecomstream.adapters.base import QUERIES, TABLE_KEYS, BaseEnvironment, TableRef
+from ecomstream.adapters.base import (
+    OLD_LAYOUT_QUERIES,
+    QUERIES,
+    TABLE_KEYS,
+    BaseEnvironment,
+    TableRef,
+)
 from ecomstream.errors import EcomstreamError
 from ecomstream.paths import ensure_writable_dir
 
@@ -110,6 +116,7 @@ class LocalEnvironment(BaseEnvironment):
                     f"data dir {self.data_dir} has gold windows of {bound.get('window')!r}, not "
                     f"{window!r}: use another --data-dir for another --window"
                 )
+            self._refuse_old_layout()
             return
         if self._has_tables():
             raise EcomstreamError(
@@ -145,6 +152,16 @@ class LocalEnvironment(BaseEnvironment):
             self._consumer = None
 
     # -- helpers ------------------------------------------------------------------------------
+    def _refuse_old_layout(self) -> None:
+        checkpoints = self.data_dir / CHECKPOINTS
+        old = [q for q in OLD_LAYOUT_QUERIES if (checkpoints / q).exists()]
+        if old and not any((checkpoints / q).exists() for q in QUERIES):
+            raise EcomstreamError(
+                f"data dir {self.data_dir} was written by the older three-query layout "
+                f"({', '.join(old)} checkpoints): its tables would be re-read from the topic; "
+                "use a new --data-dir"
+            )
+
     def _has_tables(self) -> bool:
         return (
             any((self.data_dir / key / "_delta_log").exists() for key in TABLE_KEYS)

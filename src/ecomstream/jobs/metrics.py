@@ -1,8 +1,9 @@
-"""The per-batch metrics table ``metrics/pipeline_batches``: one row per micro-batch per query.
+"""The per-batch metrics table ``metrics/pipeline_batches``: one row per micro-batch per layer.
 
 Duplicates dropped, quarantine counts per reason, rows in and out, event-time freshness and (for
 bronze) the Kafka lag are all observable here, per batch, with plain SQL. Rows are written with
-the same idempotent append as the data, so a replayed batch does not count twice.
+the same idempotent append as the data (:mod:`ecomstream.jobs.ledger`), so a replayed batch
+does not count twice.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import types as T
 
 from ecomstream.adapters.base import TableRef
-from ecomstream.jobs import writes
+from ecomstream.jobs.arrow import to_arrow
+from ecomstream.jobs.ledger import Ledger
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -84,12 +86,17 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+KEY = "metrics/pipeline_batches"
+
+
 def write(
-    spark: SparkSession, table: TableRef, rows: list[BatchMetrics], app_id: str, version: int
+    spark: SparkSession, ledger: Ledger, table: TableRef, rows: list[BatchMetrics], batch: int
 ) -> None:
+    """Append ``rows`` (one batch's) once, however often the batch runs; log each as JSON."""
     if not rows:
         return
-    df = spark.createDataFrame([r.row() for r in rows], METRICS_SCHEMA)
-    writes.append(df, table, app_id, version)
-    for r in rows:
-        log.info(r.log_line())
+    if ledger.append_rows(
+        to_arrow([r.row() for r in rows], METRICS_SCHEMA), METRICS_SCHEMA, KEY, table, batch
+    ):
+        for r in rows:
+            log.info(r.log_line())

@@ -1,9 +1,8 @@
-"""Wiring: validate at the edge, create the tables, run bronze -> silver -> gold.
+"""Wiring: validate at the edge, create the tables, run the medallion query.
 
-``--once``: each query with an availableNow trigger, one after the other (bronze drains the
-topic, then silver drains bronze, then gold drains silver), so when it returns every table is
-up to date with everything that was on the topic at start. Continuous: the three queries run
-side by side on processing-time triggers until SIGINT/SIGTERM, which stop them cleanly.
+``--once``: the query with an availableNow trigger, so when it returns every table is up to
+date with everything that was on the topic at start. Continuous: a processing-time trigger
+until SIGINT/SIGTERM, which stop it cleanly; table maintenance runs beside it.
 """
 
 from __future__ import annotations
@@ -122,11 +121,9 @@ def warm_up(spark: SparkSession) -> tuple[int, int]:
 
 
 def make_jobs(env: Environment, settings: PipelineSettings) -> list[StreamJob]:
-    from ecomstream.jobs.bronze import BronzeJob
-    from ecomstream.jobs.gold import GoldJob
-    from ecomstream.jobs.silver import SilverJob
+    from ecomstream.jobs.medallion import MedallionJob
 
-    return [BronzeJob(env, settings), SilverJob(env, settings), GoldJob(env, settings)]
+    return [MedallionJob(env, settings)]
 
 
 def declared_schemas() -> dict[str, StructType]:
@@ -148,17 +145,38 @@ def declared_schemas() -> dict[str, StructType]:
 
 # Delta collects min/max/null-count statistics for the first 32 columns of every file it
 # writes, which is a third of the cost of writing bronze and silver (docs/benchmarks.md). These
-# tables keep them for the columns that prune reads: Kafka coordinates and times in bronze,
-# event and ingestion times in silver (gold re-reads silver by order_timestamp).
+# tables keep them for the columns that prune reads: Kafka coordinates and times.
+# A long-running stream commits every second: the log is checkpointed every 20 commits and
+# kept for a day (time travel further back is not what these tables are for).
+_LOG = {
+    "delta.checkpointInterval": "20",
+    "delta.logRetentionDuration": "interval 1 days",
+    "delta.deletedFileRetentionDuration": "interval 1 days",
+}
 TABLE_PROPERTIES: dict[str, dict[str, str]] = {
     "bronze/orders": {
+        **_LOG,
         "delta.dataSkippingStatsColumns": (
             "kafka_partition,kafka_offset,kafka_timestamp,ingested_at"
         ),
     },
     "silver/orders": {
-        "delta.dataSkippingStatsColumns": "order_timestamp,order_date,ingested_at",
+        **_LOG,
+        "delta.dataSkippingStatsColumns": (
+            "order_timestamp,order_date,kafka_partition,kafka_offset,ingested_at"
+        ),
     },
+    "silver/quarantine": _LOG,
+    "gold/category_sales": _LOG,
+    "gold/location_sales": _LOG,
+    "metrics/pipeline_batches": _LOG,
+}
+# Gold is partitioned by the hour of its windows: a batch replaces the hours it touched with a
+# metadata-only overwrite of their partitions (one small file each), instead of a MERGE that
+# joins and rewrites.
+PARTITION_COLUMNS: dict[str, tuple[str, ...]] = {
+    "gold/category_sales": ("window_hour",),  # schemas.GOLD_PARTITION (no pyspark import here)
+    "gold/location_sales": ("window_hour",),
 }
 
 
@@ -173,7 +191,9 @@ def lenient(schema: StructType) -> StructType:
 def ensure_tables(spark: SparkSession, env: Environment, settings: PipelineSettings) -> None:
     """Create the empty tables a downstream query reads, so an empty topic is not an error."""
     for key, schema in declared_schemas().items():
-        env.table(key).create_if_missing(spark, lenient(schema), TABLE_PROPERTIES.get(key))
+        env.table(key).create_if_missing(
+            spark, lenient(schema), TABLE_PROPERTIES.get(key), PARTITION_COLUMNS.get(key, ())
+        )
 
 
 # Set by SIGINT/SIGTERM (see _stop_on_sigterm); the loops below poll it, so a signal never
@@ -189,9 +209,8 @@ def run_once(jobs: list[StreamJob]) -> None:
         except BaseException:
             _stop_all(jobs)
             raise
-        record = getattr(job, "record_progress", None)
-        if record is not None:
-            record()
+        finally:
+            job.close()
 
 
 def run_continuous(jobs: list[StreamJob]) -> None:
@@ -201,10 +220,6 @@ def run_continuous(jobs: list[StreamJob]) -> None:
         while not _STOP.is_set():
             for job in jobs:
                 _check(job)
-            for job in jobs:
-                record = getattr(job, "record_progress", None)
-                if record is not None:
-                    record()
             _STOP.wait(POLL_S)
     except KeyboardInterrupt:
         pass
@@ -213,11 +228,6 @@ def run_continuous(jobs: list[StreamJob]) -> None:
         raise
     log.info('{"event": "stopping", "reason": "interrupted"}')
     _stop_all(jobs)
-    for job in jobs:
-        record = getattr(job, "record_progress", None)
-        if record is not None:
-            with contextlib.suppress(Exception):
-                record()
     log.info('{"event": "stopped"}')
 
 
@@ -258,6 +268,8 @@ def _stop_all(jobs: list[StreamJob]) -> None:
         if job.query is not None:
             with contextlib.suppress(Exception):
                 job.query.stop()
+        with contextlib.suppress(Exception):
+            job.close()
 
 
 @contextlib.contextmanager

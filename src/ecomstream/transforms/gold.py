@@ -75,8 +75,14 @@ def _sales(silver: DataFrame, window: str, keys: list[str]) -> DataFrame:
             "units_sold",
             "revenue",
             average_half_up(F.col("revenue"), F.col("order_count")).alias("avg_order_value"),
+            window_hour(F.col("w.start")).alias("window_hour"),
         )
     )
+
+
+def window_hour(start: Column) -> Column:
+    """Hours since the epoch of a window start: gold's partition, independent of time zones."""
+    return F.floor(F.unix_seconds(start) / 3600).cast("long")
 
 
 def average_half_up(amount: Column, count: Column) -> Column:

@@ -87,24 +87,36 @@ def validate(
     ``reasons`` in contract order (``malformed_json`` alone) and ``raw_bytes`` as bronze has it,
     plus ``order_id`` (as sent, when readable), ``kafka_timestamp`` and ``ingested_at``.
     """
-    checked = with_checks(bronze, tuple(categories))
-    failed = F.col("_malformed")
-    for code in _CHECKS:
-        failed = failed | F.col(f"_{code}")
-    valid = checked.where(~failed).select(*_silver_columns())
-    quarantined = checked.where(failed).select(
+    return split(classify(bronze, categories))
+
+
+def classify(bronze: DataFrame, categories: Iterable[str] = DEFAULT_CATEGORIES) -> DataFrame:
+    """Bronze plus the checks and ``_reasons``, the codes that apply (empty for a valid row):
+    what :func:`split` divides. A caller that needs figures of both sides (the pipeline counts
+    reasons per batch) caches this frame once."""
+    return with_checks(bronze, tuple(categories)).withColumn(REASONS_COLUMN, _reasons())
+
+
+def split(classified: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """A :func:`classify` frame -> ``(valid, quarantined)`` (see :func:`validate`)."""
+    failed = F.size(REASONS_COLUMN) > 0
+    valid = classified.where(~failed).select(*_silver_columns())
+    quarantined = classified.where(failed).select(
         "raw_value",
         "raw_bytes",
         "kafka_topic",
         "kafka_partition",
         "kafka_offset",
-        _reasons().alias("reasons"),
+        F.col(REASONS_COLUMN).alias("reasons"),
         F.current_timestamp().alias("quarantined_at"),
         F.col("_order_id").alias("order_id"),
         "kafka_timestamp",
         "ingested_at",
     )
     return valid, quarantined.select(*QUARANTINE_SCHEMA.fieldNames())
+
+
+REASONS_COLUMN = "_reasons"
 
 
 def first_per_order(valid: DataFrame) -> DataFrame:

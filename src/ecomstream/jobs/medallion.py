@@ -1,0 +1,49 @@
+"""The pipeline's one query: Kafka -> bronze, quarantine, silver and gold in each micro-batch.
+
+One query instead of one per layer because every layer's latency is the sum of fixed costs
+(a trigger, a Spark job or two, a Delta commit) far more than of rows: a second and a third
+query would add their triggers, their reads of the table upstream and their own commits to the
+path from an order to gold. docs/pipeline.md has the figures behind the choice.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ecomstream.jobs.base import StreamJob
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+    from pyspark.sql.streaming import DataStreamWriter
+
+    from ecomstream.jobs.batch import MedallionBatch
+
+NAME = "medallion"
+
+
+class MedallionJob(StreamJob):
+    name = NAME
+
+    def source_options(self) -> dict[str, str]:
+        options = {"startingOffsets": self.settings.starting_offsets, "failOnDataLoss": "true"}
+        if self.settings.max_offsets_per_trigger is not None:
+            options["maxOffsetsPerTrigger"] = str(self.settings.max_offsets_per_trigger)
+        # the adapter knows its source best (Event Hubs timeouts, security): its options win
+        return {**options, **self.env.kafka_source_options()}
+
+    def _writer(self) -> DataStreamWriter:
+        self._batch: MedallionBatch | None = None
+        spark = self.env.spark()
+        kafka = spark.readStream.format("kafka").options(**self.source_options()).load()
+        return kafka.writeStream.foreachBatch(self._process)
+
+    def _process(self, kafka_df: DataFrame, batch_id: int) -> None:
+        if self._batch is None:
+            from ecomstream.jobs.batch import MedallionBatch
+
+            self._batch = MedallionBatch(self.env, self.settings, writer=self.query_id())
+        self._batch.process(kafka_df, int(batch_id))
+
+    def close(self) -> None:
+        if getattr(self, "_batch", None) is not None and self._batch is not None:
+            self._batch.close()
