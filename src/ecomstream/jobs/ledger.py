@@ -128,7 +128,7 @@ class Ledger:
     ) -> bool:
         local = table.local_path()
         if local is None:  # a catalog table or remote storage: Spark writes it
-            df = self.spark.createDataFrame(rows.to_pylist(), schema)
+            df = self.spark.createDataFrame(rows, schema)
             if replace_where is None:
                 return self.append(df, key, table, batch)
             return self.replace(df, key, table, batch, replace_where)
