@@ -1,21 +1,36 @@
-"""The streaming jobs' pieces that need no Kafka: settings, adapters, idempotent writes,
-metrics rows from query progress."""
+"""The streaming jobs' pieces that need no Kafka: settings, adapters, the ledger of idempotent
+writes, Arrow rows for delta-rs, and the in-memory state the medallion batch keeps."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pyspark.sql import types as T
 
 from ecomstream import adapters
-from ecomstream.adapters.base import TABLE_KEYS, TableRef
+from ecomstream.adapters.base import OLD_LAYOUT_QUERIES, QUERIES, TABLE_KEYS, TableRef
 from ecomstream.adapters.local import LocalEnvironment
 from ecomstream.errors import EcomstreamError
-from ecomstream.jobs import writes
-from ecomstream.jobs.bronze import progress_metrics
+from ecomstream.jobs import ledger as ledger_module
+from ecomstream.jobs.arrow import arrow_schema, to_arrow
+from ecomstream.jobs.ledger import (
+    UNSAFE_NO_IDEMPOTENCE_ENV,
+    Ledger,
+    idempotence_enabled,
+    marker,
+    parse_marker,
+)
 from ecomstream.jobs.metrics import METRICS_SCHEMA, BatchMetrics, utcnow
-from ecomstream.jobs.settings import PipelineSettings, parse_interval, pause_hook
+from ecomstream.jobs.settings import PipelineSettings, parse_interval
+from ecomstream.jobs.state import GoldHours, OrderIds, epoch_hour, half_up_cents
+from ecomstream.schemas import CATEGORY_SALES_SCHEMA, GOLD_PARTITION, LOCATION_SALES_SCHEMA
 
 
 def _settings(**kw: object) -> PipelineSettings:
@@ -63,26 +78,36 @@ def test_settings_normalise_and_stay_frozen():
     assert _settings(max_bytes_per_trigger=" 1 GB").max_bytes_per_trigger == str(1024**3)
 
 
-def test_pause_hook_reads_only_its_query(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("ECOMSTREAM_TEST_PAUSE_IN_BATCH", "silver:2.5")
-    assert (pause_hook("silver"), pause_hook("gold")) == (2.5, 0.0)
-    monkeypatch.setenv("ECOMSTREAM_TEST_PAUSE_IN_BATCH", "silver:x")
-    assert pause_hook("silver") == 0.0
-
-
 def test_local_layout_keeps_checkpoints_beside_tables(tmp_path: Path):
     env = LocalEnvironment(bootstrap_servers="b:1", topic="t", data_dir=tmp_path)
     assert isinstance(env, adapters.Environment)
     tables = {key: Path(str(env.table(key))) for key in TABLE_KEYS}
     assert tables["silver/quarantine"] == tmp_path / "silver" / "quarantine"
-    checkpoints = [Path(env.checkpoint(q)) for q in ("bronze", "silver", "gold")]
-    assert len(set(checkpoints)) == 3
-    for cp in checkpoints:
-        assert cp.parent == tmp_path / "_checkpoints"
-        assert not any(t == cp or t in cp.parents for t in tables.values())
+    assert QUERIES == ("medallion",)
+    checkpoint = Path(env.checkpoint("medallion"))
+    assert checkpoint == tmp_path / "_checkpoints" / "medallion"
+    assert not any(t == checkpoint or t in checkpoint.parents for t in tables.values())
+    assert not any(checkpoint in t.parents for t in tables.values())
+    # the three per-layer queries are gone: asking for their checkpoints is a mistake
+    for old in OLD_LAYOUT_QUERIES:
+        with pytest.raises(KeyError):
+            env.checkpoint(old)
     assert env.kafka_source_options() == {"kafka.bootstrap.servers": "b:1", "subscribe": "t"}
     with pytest.raises(KeyError):
         env.table("gold/nope")
+
+
+def test_a_data_dir_of_the_three_query_layout_is_refused(tmp_path: Path):
+    """Its tables were written under other query ids and checkpoints: the medallion query would
+    read the topic again from the start into them."""
+    env = LocalEnvironment(bootstrap_servers="b:1", topic="t", data_dir=tmp_path)
+    env.bind("orders", "1 minute")
+    (tmp_path / "_checkpoints" / "silver").mkdir(parents=True)
+    with pytest.raises(EcomstreamError, match="older three-query layout \\(silver checkpoints\\)"):
+        env.bind("orders", "1 minute")
+    # a data dir the medallion query already runs in is its own, whatever else lies there
+    (tmp_path / "_checkpoints" / "medallion").mkdir()
+    env.bind("orders", "1 minute")
 
 
 def test_binding_refuses_another_topic_or_window(tmp_path: Path):
@@ -116,94 +141,12 @@ def test_table_ref_is_exactly_one_of_path_or_name():
     assert str(TableRef(name="c.s.t")) == "c.s.t"
 
 
-def test_bronze_metrics_from_progress():
-    progress = {
-        "batchId": 4,
-        "timestamp": "2026-11-25T10:00:00.000Z",
-        "numInputRows": 30,
-        "durationMs": {"triggerExecution": 1500},
-        "sources": [
-            {
-                "endOffset": {"orders": {"0": 10, "1": 20}},
-                "latestOffset": '{"orders":{"0":15,"1":25}}',
-            }
-        ],
-        "sink": {"numOutputRows": -1},
-    }
-    row = progress_metrics(progress)
-    assert row is not None
-    assert (row.batch_id, row.input_rows, row.output_rows, row.duration_ms) == (4, 30, 30, 1500)
-    assert (row.kafka_processed_offset_total, row.kafka_end_offset_total) == (30, 40)
-    assert row.started_at.isoformat() == "2026-11-25T10:00:00"
-    assert progress_metrics({**progress, "numInputRows": 0}) is None
-
-
 def test_metrics_rows_fit_the_metrics_schema(spark):
     row = BatchMetrics("silver", 3, utcnow(), input_rows=5, quarantine_reasons={"null_price": 2})
     df = spark.createDataFrame([row.finish().row()], METRICS_SCHEMA)
     got = df.first()
     assert got.query == "silver" and got.quarantine_reasons == {"null_price": 2}
     assert json.loads(row.log_line())["event"] == "batch"
-
-
-def test_appends_and_inserts_are_idempotent_per_batch(spark, tmp_path: Path):
-    table = TableRef(path=str(tmp_path / "t"))
-    df = spark.createDataFrame([("a", 1), ("b", 2)], "k string, v int")
-    writes.append(df, table, "app", 0)
-    writes.append(df, table, "app", 0)  # a replay of batch 0
-    assert spark.read.format("delta").load(table.path).count() == 2
-
-    more = spark.createDataFrame([("b", 20), ("c", 3), ("c", 30)], "k string, v int").limit(2)
-    assert writes.insert_new(more, table, "k", "insert-app", 1) == 1
-    assert writes.insert_new(more, table, "k", "insert-app", 1) is None  # replayed
-    assert writes.insert_new(more, table, "k", "insert-app", 2) == 0  # nothing new
-    rows = sorted(tuple(r) for r in spark.read.format("delta").load(table.path).collect())
-    assert rows == [("a", 1), ("b", 2), ("c", 3)]
-    assert spark.conf.get(writes.TXN_APP_ID, None) is None  # not left on the session
-
-
-def test_merge_upsert_matches_null_keys(spark, tmp_path: Path):
-    table = TableRef(path=str(tmp_path / "g"))
-    first = spark.createDataFrame([("x", None, 1), ("y", "c", 1)], "a string, b string, n int")
-    writes.append(first, table, "seed", 0)
-    update = spark.createDataFrame([("x", None, 5)], "a string, b string, n int")
-    assert writes.merge_upsert(update, table, ["a", "b"], "up", 1) == 1
-    rows = sorted(tuple(r) for r in spark.read.format("delta").load(table.path).collect())
-    assert rows == [("x", None, 5), ("y", "c", 1)]
-
-
-def test_the_unsafe_switch_really_drops_idempotence(spark, tmp_path: Path, monkeypatch):
-    monkeypatch.setenv("ECOMSTREAM_UNSAFE_NO_IDEMPOTENCE", "1")
-    table = TableRef(path=str(tmp_path / "u"))
-    df = spark.createDataFrame([("a", 1)], "k string, v int")
-    writes.append(df, table, "app", 0)
-    writes.append(df, table, "app", 0)
-    assert spark.read.format("delta").load(table.path).count() == 2
-
-
-def test_silver_batch_runs_the_checks_once(spark, tmp_path: Path):
-    """Both sides of ``validate`` read the batch's cached checks instead of recomputing them."""
-    import datetime as dt
-
-    from ecomstream.catalogue import DEFAULT_CATEGORIES
-    from ecomstream.jobs.silver import checked_frame
-    from ecomstream.schemas import KAFKA_SOURCE_SCHEMA
-    from ecomstream.transforms.bronze import to_bronze
-    from ecomstream.transforms.silver import validate
-
-    kafka = spark.createDataFrame(
-        [(b"a", b'{"order_id": "a"}', "t", 0, 1, dt.datetime(2026, 1, 1), 0)], KAFKA_SOURCE_SCHEMA
-    )
-    to_bronze(kafka).write.format("delta").save(str(tmp_path / "b"))
-    batch = spark.read.format("delta").load(str(tmp_path / "b"))
-    checked = checked_frame(batch, DEFAULT_CATEGORIES)
-    assert checked is not None
-    try:
-        for side in validate(batch, DEFAULT_CATEGORIES):
-            plan = side._jdf.queryExecution().withCachedData().toString()
-            assert "InMemoryRelation" in plan
-    finally:
-        checked.unpersist()
 
 
 def test_declared_table_schemas_are_what_the_transforms_produce(spark, tmp_path: Path):
@@ -261,3 +204,426 @@ def test_waiting_for_the_topic_also_waits_for_the_broker(tmp_path: Path):
     with pytest.raises(EcomstreamError, match="unreachable"):
         env.preflight()
     assert time.monotonic() - started >= 1.5
+
+
+# --- the ledger: idempotent writes by the batch id in the commit ------------------------------
+
+KV = T.StructType([T.StructField("k", T.StringType()), T.StructField("v", T.IntegerType())])
+
+
+class _RemoteTable(TableRef):
+    """A table delta-rs cannot reach (ADLS, Unity Catalog): the ledger falls back to Spark."""
+
+    def local_path(self) -> str | None:
+        return None
+
+
+def _kv_table(spark, tmp_path: Path, name: str = "t") -> TableRef:  # type: ignore[no-untyped-def]
+    table = TableRef(path=str(tmp_path / name))
+    table.create_if_missing(spark, KV)
+    return table
+
+
+def _kv(spark, *rows: tuple[str, int]):  # type: ignore[no-untyped-def]
+    return spark.createDataFrame(list(rows), KV)
+
+
+def _content(spark, table: TableRef) -> list[tuple]:  # type: ignore[no-untyped-def]
+    return sorted(tuple(r) for r in table.read(spark).collect())
+
+
+def _markers(spark, table: TableRef) -> list[str | None]:  # type: ignore[no-untyped-def]
+    """Each commit's userMetadata, oldest first."""
+    history = table.delta_table(spark).history().orderBy("version")
+    return [r["userMetadata"] for r in history.collect()]
+
+
+def test_a_second_append_of_the_same_batch_is_skipped(spark, tmp_path: Path):
+    table = _kv_table(spark, tmp_path)
+    ledger = Ledger(spark, "w")
+    assert ledger.last_batch("t", table) == -1
+    first = _kv(spark, ("a", 1), ("b", 2))
+    assert ledger.append(first, "t", table, 0) is True
+    assert ledger.append(first, "t", table, 0) is False
+    # a restart: a new ledger finds the batch in the table's log, not in memory
+    restarted = Ledger(spark, "w")
+    assert restarted.last_batch("t", table) == 0
+    assert restarted.append(first, "t", table, 0) is False
+    assert restarted.append(_kv(spark, ("c", 3)), "t", table, 1) is True
+    assert restarted.append(first, "t", table, 0) is False  # older than the newest: held too
+    assert _content(spark, table) == [("a", 1), ("b", 2), ("c", 3)]
+    assert _markers(spark, table) == [None, marker("w", 0), marker("w", 1)]
+
+
+def test_a_marker_of_another_writer_counts_as_nothing_written(spark, tmp_path: Path):
+    """A new checkpoint is a new query id: its batch 0 is not the old query's batch 0."""
+    table = _kv_table(spark, tmp_path)
+    assert Ledger(spark, "old-query").append(_kv(spark, ("a", 1)), "t", table, 7) is True
+    ledger = Ledger(spark, "new-query")
+    assert ledger.last_batch("t", table) == -1
+    assert ledger.append(_kv(spark, ("b", 2)), "t", table, 0) is True
+    assert Ledger(spark, "old-query").last_batch("t", table) == 7
+    assert _content(spark, table) == [("a", 1), ("b", 2)]
+
+
+def test_newer_unmarked_commits_are_passed_over(spark, tmp_path: Path, monkeypatch):
+    """Compaction or a manual append after the last batch must not hide that batch, however
+    many of them there are (past HISTORY_DEPTH the whole history is read)."""
+    table = _kv_table(spark, tmp_path)
+    ledger = Ledger(spark, "w")
+    for batch in range(2):
+        ledger.append(_kv(spark, (f"k{batch}", batch)), "t", table, batch)
+    table.delta_table(spark).optimize().executeCompaction()
+    for n in (8, 9):
+        _kv(spark, ("manual", n)).write.format("delta").mode("append").save(table.path)
+    newest = table.delta_table(spark).history(3).orderBy("version").collect()
+    assert [(r["operation"], r["userMetadata"]) for r in newest] == [
+        ("OPTIMIZE", None),
+        ("WRITE", None),
+        ("WRITE", None),
+    ]
+    monkeypatch.setattr(ledger_module, "HISTORY_DEPTH", 2)
+    restarted = Ledger(spark, "w")
+    assert restarted.last_batch("t", table) == 1
+    assert restarted.append(_kv(spark, ("k1", 1)), "t", table, 1) is False
+    assert restarted.append(_kv(spark, ("k2", 2)), "t", table, 2) is True
+    assert [k for k, _ in _content(spark, table)] == ["k0", "k1", "k2", "manual", "manual"]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "batch"),
+    [
+        (marker("w", 3), 3),
+        (marker("other", 3), None),
+        (None, None),
+        ("", None),
+        ("a note by hand", None),
+        ('["ecomstream"]', None),
+        ('{"ecomstream": "w"}', None),
+        ('{"ecomstream": {"writer": "w", "batch": "3"}}', None),
+        ('{"ecomstream": {"writer": "w"}}', None),
+        ('{"note": 1, "ecomstream": {"batch": 4, "writer": "w"}}', 4),
+    ],
+)
+def test_only_a_marker_of_this_writer_names_a_batch(metadata: str | None, batch: int | None):
+    assert parse_marker(metadata, "w") == batch
+
+
+def test_the_unsafe_switch_reads_table_keys(monkeypatch):
+    monkeypatch.delenv(UNSAFE_NO_IDEMPOTENCE_ENV, raising=False)
+    assert idempotence_enabled("silver/orders")
+    monkeypatch.setenv(UNSAFE_NO_IDEMPOTENCE_ENV, " silver/orders , gold/category_sales")
+    assert not idempotence_enabled("silver/orders")
+    assert not idempotence_enabled("gold/category_sales")
+    assert idempotence_enabled("gold/location_sales")
+    assert idempotence_enabled("silver")
+    monkeypatch.setenv(UNSAFE_NO_IDEMPOTENCE_ENV, "1")
+    assert not any(idempotence_enabled(key) for key in TABLE_KEYS)
+
+
+def test_the_unsafe_switch_drops_the_check_for_the_named_table_only(
+    spark, tmp_path: Path, monkeypatch
+):
+    unsafe, safe = _kv_table(spark, tmp_path, "unsafe"), _kv_table(spark, tmp_path, "safe")
+    monkeypatch.setenv(UNSAFE_NO_IDEMPOTENCE_ENV, "silver/quarantine")
+    ledger = Ledger(spark, "w")
+    rows = _kv(spark, ("a", 1))
+    for _ in range(2):
+        assert ledger.append(rows, "silver/quarantine", unsafe, 0) is True
+        ledger.append(rows, "bronze/orders", safe, 0)
+    assert (_content(spark, unsafe), _content(spark, safe)) == ([("a", 1)] * 2, [("a", 1)])
+    monkeypatch.setenv(UNSAFE_NO_IDEMPOTENCE_ENV, "1")
+    assert ledger.append(rows, "bronze/orders", safe, 0) is True
+    assert _content(spark, safe) == [("a", 1)] * 2
+
+
+HOUR = epoch_hour(dt.datetime(2026, 11, 25, 10, 0))
+
+
+def _category_row(start: dt.datetime, category: str, n: int, revenue: str) -> list[object]:
+    money = Decimal(revenue)
+    average = (money / n).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    end = start + dt.timedelta(minutes=1)
+    return [start, end, category, n, 2 * n, money, average, epoch_hour(start)]
+
+
+def _json_key(row: dict[str, object]) -> str:
+    return json.dumps(row, sort_keys=True, default=str)
+
+
+@pytest.mark.parametrize("route", ["delta-rs", "spark"])
+def test_driver_rows_are_written_alike_by_delta_rs_and_by_spark(spark, tmp_path: Path, route):
+    """append_rows/replace_rows: delta-rs for a local table, Spark for any other; the same
+    rows, the same partition replacement, the same markers either way."""
+    from ecomstream.jobs.pipeline import lenient
+
+    ref = TableRef if route == "delta-rs" else _RemoteTable
+    gold, metrics = ref(path=str(tmp_path / "gold")), ref(path=str(tmp_path / "metrics"))
+    gold.create_if_missing(spark, lenient(CATEGORY_SALES_SCHEMA), None, (GOLD_PARTITION,))
+    metrics.create_if_missing(spark, lenient(METRICS_SCHEMA))
+    assert (gold.local_path() is None) == (route == "spark")
+    ledger = Ledger(spark, "w")
+    ten, eleven = dt.datetime(2026, 11, 25, 10, 0), dt.datetime(2026, 11, 25, 11, 30)
+
+    def replace(rows: list[list[object]], batch: int, hours: list[int]) -> bool:
+        touched = f"{GOLD_PARTITION} IN ({', '.join(map(str, hours))})"
+        arrow = to_arrow(rows, CATEGORY_SALES_SCHEMA)
+        return ledger.replace_rows(arrow, CATEGORY_SALES_SCHEMA, "gold", gold, batch, touched)
+
+    hour_ten = [_category_row(ten, "Books", 1, "12.50"), _category_row(ten, "Toys", 2, "0.03")]
+    hour_eleven = [_category_row(eleven, "Books", 3, "100.00")]
+    assert replace(hour_ten + hour_eleven, 0, [HOUR, HOUR + 1]) is True
+    # batch 1 rewrites hour ten whole; hour eleven keeps its rows
+    new_ten = [_category_row(ten, "Books", 2, "25.01")]
+    assert replace(new_ten, 1, [HOUR]) is True
+    assert replace([_category_row(ten, "Books", 99, "1.00")], 1, [HOUR]) is False
+
+    started = dt.datetime(2026, 11, 25, 12, 0, 0, 250000)
+    figures = BatchMetrics(
+        "silver", 1, started, input_rows=4, quarantine_reasons={"null_price": 2, "x": 1}
+    )
+    rows = [figures.row(), BatchMetrics("bronze", 1, started).row()]
+    arrow = to_arrow(rows, METRICS_SCHEMA)
+    assert ledger.append_rows(arrow, METRICS_SCHEMA, "metrics", metrics, 1) is True
+    assert ledger.append_rows(arrow, METRICS_SCHEMA, "metrics", metrics, 1) is False
+
+    def as_python(table: TableRef, schema: T.StructType) -> list[dict[str, object]]:
+        got = [r.asDict() for r in table.read(spark).select(*schema.fieldNames()).collect()]
+        return sorted(got, key=_json_key)
+
+    expected_gold = [
+        dict(zip(CATEGORY_SALES_SCHEMA.fieldNames(), r, strict=True)) for r in new_ten + hour_eleven
+    ]
+    assert as_python(gold, CATEGORY_SALES_SCHEMA) == sorted(expected_gold, key=_json_key)
+    got_metrics = sorted(as_python(metrics, METRICS_SCHEMA), key=lambda m: str(m["query"]))
+    assert [(m["query"], m["batch_id"], m["started_at"]) for m in got_metrics] == [
+        ("bronze", 1, started),
+        ("silver", 1, started),
+    ]
+    assert [m["quarantine_reasons"] for m in got_metrics] == [None, {"null_price": 2, "x": 1}]
+    assert got_metrics[1]["input_rows"] == 4
+    restarted = Ledger(spark, "w")
+    assert (restarted.last_batch("gold", gold), restarted.last_batch("metrics", metrics)) == (1, 1)
+    assert _markers(spark, gold) == [None, marker("w", 0), marker("w", 1)]
+    assert _markers(spark, metrics) == [None, marker("w", 1)]
+
+
+# --- Arrow rows for delta-rs ------------------------------------------------------------------
+
+
+def test_metrics_rows_become_arrow_in_the_metrics_schema():
+    started = dt.datetime(2026, 11, 25, 10, 0, 0, 123456)
+    silver = BatchMetrics(
+        "silver", 7, started, input_rows=5, quarantine_reasons={"null_price": 2, "a": 1}
+    )
+    table = to_arrow([silver.row(), BatchMetrics("gold", 7, started).row()], METRICS_SCHEMA)
+    assert table.schema == arrow_schema(METRICS_SCHEMA)
+    assert table.schema.names == METRICS_SCHEMA.fieldNames()
+    types = {f.name: f.type for f in table.schema}
+    assert types["batch_id"] == pa.int64() and types["query"] == pa.string()
+    assert types["started_at"] == pa.timestamp("us", tz="UTC")
+    assert types["quarantine_reasons"] == pa.map_(pa.string(), pa.int64())
+    rows = table.to_pylist()
+    # naive datetimes are UTC, to the microsecond
+    assert rows[0]["started_at"] == started.replace(tzinfo=dt.UTC)
+    assert sorted(rows[0]["quarantine_reasons"]) == [("a", 1), ("null_price", 2)]
+    assert (rows[0]["input_rows"], rows[1]["input_rows"], rows[1]["quarantine_reasons"]) == (
+        5,
+        None,
+        None,
+    )
+    assert [r["query"] for r in rows] == ["silver", "gold"]
+
+
+@pytest.mark.parametrize("schema", [CATEGORY_SALES_SCHEMA, LOCATION_SALES_SCHEMA])
+def test_gold_rows_become_arrow_in_the_gold_schema(schema: T.StructType):
+    start = dt.datetime(2026, 11, 25, 10, 59)
+    keys = ["Books"] if "category" in schema.names else ["FR", None]
+    measures: list[object] = [3, 7, Decimal("99999999999999.99")]
+    if "avg_order_value" in schema.names:
+        measures.append(Decimal("33333333333333.33"))
+    row = [start, start + dt.timedelta(minutes=1), *keys, *measures, HOUR]
+    table = to_arrow([row], schema)
+    assert table.schema == arrow_schema(schema)
+    money = pa.decimal128(18, 2)
+    assert [table.schema.field(n).type for n in ("revenue", "window_hour")] == [money, pa.int64()]
+    (got,) = table.to_pylist()
+    assert list(got) == schema.fieldNames()
+    assert got["window_start"] == start.replace(tzinfo=dt.UTC)
+    assert got["revenue"] == Decimal("99999999999999.99")  # exact: no float on the way
+    assert [got[name] for name in schema.fieldNames()[2:]] == [*keys, *measures, HOUR]
+    assert to_arrow([], schema).num_rows == 0
+    assert to_arrow([], schema).schema == arrow_schema(schema)
+
+
+def test_arrow_rows_must_match_the_schema_column_for_column():
+    with pytest.raises(ValueError):  # a row short of a column is refused, not shifted
+        to_arrow([["silver", 1]], METRICS_SCHEMA)
+    with pytest.raises(ValueError):
+        to_arrow([[1, 2], [1]], KV)
+    with pytest.raises(TypeError, match="binary"):
+        to_arrow([[b"x"]], T.StructType([T.StructField("b", T.BinaryType())]))
+
+
+# --- in-memory state: silver's order ids, gold's hours ----------------------------------------
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list[str]:
+    """Every TableRef.read of the test, by table path."""
+    seen: list[str] = []
+    original = TableRef.read
+
+    def counting(self: TableRef, spark):  # type: ignore[no-untyped-def]
+        seen.append(str(self))
+        return original(self, spark)
+
+    monkeypatch.setattr(TableRef, "read", counting)
+    return seen
+
+
+def test_order_ids_are_read_once_then_kept_in_memory(spark, tmp_path: Path, reads: list[str]):
+    silver = TableRef(path=str(tmp_path / "silver"))
+    spark.createDataFrame([("a", 1), ("b", 2)], "order_id string, n int").write.format(
+        "delta"
+    ).save(silver.path)
+    ids = OrderIds(spark, silver)
+    assert reads == []  # nothing read before it is needed
+    assert sorted(ids.held({"a", "c", "z"})) == ["a"]
+    ids.add({"c"})
+    assert sorted(ids.held(["a", "b", "c", "d"])) == ["a", "b", "c"]
+    assert ids.held([]) == []
+    assert len(ids) == 3
+    assert reads == [silver.path]
+
+
+@pytest.fixture
+def gold_table(spark, tmp_path: Path) -> TableRef:  # type: ignore[no-untyped-def]
+    from ecomstream.jobs.pipeline import lenient
+
+    table = TableRef(path=str(tmp_path / "gold"))
+    table.create_if_missing(spark, lenient(CATEGORY_SALES_SCHEMA), None, (GOLD_PARTITION,))
+    return table
+
+
+def _category_state(spark, table: TableRef, window_s: float = 60, **kw) -> GoldHours:  # type: ignore[no-untyped-def]
+    return GoldHours(spark, table, ("category",), window_s, with_average=True, **kw)
+
+
+def test_gold_increments_add_up_exactly_in_integer_cents(spark, gold_table: TableRef):
+    state = _category_state(spark, gold_table)
+    ten = dt.datetime(2026, 11, 25, 10, 0)
+    for _ in range(10):  # ten orders of 0.10: 1.00 exactly (as floats: 0.9999999999999999)
+        state.commit(state.updated({ten: {("Books",): [1, 2, 10]}}))
+    big = {ten: {("Books",): [1, 1, 99_999_999_999_999]}}
+    assert state.updated(big) == state.updated(big)  # updated() alone changes nothing
+    hours = state.updated(big)
+    assert hours == {HOUR: {(ten, ("Books",)): [11, 21, 100_000_000_000_099]}}
+    (row,) = state.rows(hours)
+    assert row[3:7] == [11, 21, Decimal("1000000000000.99"), Decimal("90909090909.18")]
+
+
+@pytest.mark.parametrize(
+    ("cents", "count", "average"),
+    [
+        (25, 2, "0.13"),  # 12.5 cents: half up
+        (1, 2, "0.01"),
+        (5, 2, "0.03"),
+        (1, 3, "0.00"),
+        (2, 3, "0.01"),
+        (0, 1, "0.00"),
+        (2 * 10**17 + 1, 2, "1000000000000000.01"),  # past a double's precision
+        (2 * 10**17 - 1, 2, "1000000000000000.00"),
+    ],
+)
+def test_average_order_value_is_half_up_exact_at_the_half_cent(
+    spark, gold_table: TableRef, cents: int, count: int, average: str
+):
+    state = _category_state(spark, gold_table)
+    state._hours[HOUR] = {}  # a held hour: no read of the table
+    ten = dt.datetime(2026, 11, 25, 10, 0)
+    (row,) = state.rows(state.updated({ten: {("Books",): [count, count, cents]}}))
+    assert row[6] == Decimal(average)
+    assert half_up_cents(cents, count) == int(Decimal(average) * 100)
+
+
+@given(cents=st.integers(0, 10**18 - 1), count=st.integers(1, 10**7))
+def test_half_up_cents_is_decimal_half_up(cents: int, count: int):
+    exact = (Decimal(cents) / Decimal(count)).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    assert half_up_cents(cents, count) == int(exact)
+
+
+@pytest.mark.parametrize(
+    ("schema", "keys", "key_values"),
+    [
+        (CATEGORY_SALES_SCHEMA, ("category",), [("Books",), ("Toys",)]),
+        (LOCATION_SALES_SCHEMA, ("country", "city"), [("FR", "Lyon"), (None, None)]),
+    ],
+)
+def test_gold_state_rows_follow_the_schema_column_order(
+    spark, gold_table: TableRef, schema: T.StructType, keys: tuple[str, ...], key_values
+):
+    state = GoldHours(spark, gold_table, keys, 30, with_average="avg_order_value" in schema.names)
+    state._hours.update({HOUR: {}, HOUR + 1: {}})  # held (empty) hours: no read of the table
+    early, late = dt.datetime(2026, 11, 25, 10, 59, 30), dt.datetime(2026, 11, 25, 11, 0)
+    increments = {
+        late: {key_values[0]: [1, 4, 1001]},
+        early: {key_values[1]: [2, 3, 250], key_values[0]: [1, 1, 5]},
+    }
+    rows = state.rows(state.updated(increments))
+    got = [dict(zip(schema.fieldNames(), row, strict=True)) for row in rows]
+    expected = []
+    for start, key, (n, units, cents) in [
+        (early, key_values[0], (1, 1, 5)),
+        (early, key_values[1], (2, 3, 250)),
+        (late, key_values[0], (1, 4, 1001)),
+    ]:
+        row = {
+            "window_start": start,
+            "window_end": start + dt.timedelta(seconds=30),
+            **dict(zip(keys, key, strict=True)),
+            "order_count": n,
+            "units_sold": units,
+            "revenue": Decimal(cents) / 100,
+            "window_hour": epoch_hour(start),
+        }
+        if "avg_order_value" in schema.names:
+            row["avg_order_value"] = Decimal(half_up_cents(cents, n)) / 100
+        expected.append(row)
+    assert sorted(got, key=repr) == sorted(expected, key=repr)
+    assert [r["window_hour"] for r in got] == [HOUR, HOUR, HOUR + 1]
+    assert to_arrow(rows, schema).num_rows == 3  # every value fits its column's type
+
+
+def test_gold_hours_are_loaded_from_the_table_on_a_miss(
+    spark, gold_table: TableRef, reads: list[str]
+):
+    """The state starts empty (a restart); an hour a batch touches comes from the table with
+    every window in it, so rewriting the hour keeps the windows this batch did not touch."""
+    ten, ten_59, eleven = (dt.datetime(2026, 11, 25, h, m) for h, m in ((10, 0), (10, 59), (11, 0)))
+    written = [
+        _category_row(ten, "Books", 2, "5.00"),
+        _category_row(ten_59, "Toys", 1, "0.99"),
+        _category_row(eleven, "Books", 1, "1.00"),
+    ]
+    spark.createDataFrame(written, CATEGORY_SALES_SCHEMA).write.format("delta").mode("append").save(
+        gold_table.path
+    )
+    state = _category_state(spark, gold_table, max_hours=1)
+    hours = state.updated({ten: {("Books",): [1, 1, 100], ("Toys",): [1, 1, 1]}})
+    assert hours == {
+        HOUR: {
+            (ten, ("Books",)): [3, 5, 600],
+            (ten, ("Toys",)): [1, 1, 1],
+            (ten_59, ("Toys",)): [1, 2, 99],
+        }
+    }
+    assert len(reads) == 1
+    state.commit(hours)
+    state.updated({ten_59: {("Toys",): [1, 1, 1]}})
+    assert len(reads) == 1  # held now
+    state.commit(state.updated({eleven: {("Books",): [1, 1, 1]}}))
+    assert len(reads) == 2
+    # past max_hours the least recently touched hour is let go, and read again when touched
+    state.updated({ten: {("Books",): [1, 1, 1]}})
+    assert len(reads) == 3
