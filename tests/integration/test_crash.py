@@ -1,10 +1,16 @@
-"""Exactly-once across crashes: SIGKILL the pipeline (driver and JVM) at several points, restart.
+"""Exactly-once across real process deaths: the pipeline ends (``os._exit``, no clean-up) right
+after each point of a batch in turn, and a restart continues.
 
-Kill points: inside a silver batch (after its quarantine append and silver MERGE committed, before
-the checkpoint recorded the batch: the test hook ``ECOMSTREAM_TEST_PAUSE_IN_BATCH`` holds the
-batch there), inside a gold batch the same way, and at an arbitrary moment of a continuous run
-while all three queries work. After a final ``--once`` every table must be exact.
-The negative control (test_crash_negative.py) shows the same check fails without idempotence.
+One chain of runs on one topic: each run dies at the next point of the write sequence
+(``source``: the batch read and checked, nothing written; then right after each table's write
+committed), and each restart first replays the batch the previous run died in. Then a
+continuous run dies inside table maintenance, another is killed with SIGKILL at an arbitrary
+moment, and a final ``--once`` drains the topic: every table must be exact and every batch's
+metrics rows written once. The protections this proves, per point: the commit markers of
+jobs/ledger.py (a replay skips the tables that hold the batch and writes the others) and the
+replay path of silver (the orders a batch inserted are found at its Kafka coordinates).
+tests/unit/test_batch.py runs the same sequence in-process with a negative control per table;
+test_crash_negative.py shows this check failing when idempotence is off.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
+from ecomstream.jobs.batch import CRASH_HOOK_ENV, WRITE_SEQUENCE
 from tests.conftest import Broker
 from tests.integration.test_pipeline_checks import (
     Running,
@@ -24,7 +31,8 @@ from tests.integration.test_pipeline_checks import (
 )
 from tests.kafka_helpers import send_all
 
-HOOK = "ECOMSTREAM_TEST_PAUSE_IN_BATCH"
+HOOK = CRASH_HOOK_ENV
+CRASHED = 137
 
 
 def orders_with_faults(seed: int, n: int, prefix: str) -> list[tuple[bytes | None, bytes]]:
@@ -59,42 +67,63 @@ def _args(broker: Broker, topic: str, data_dir: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def crash_inside_batches(broker: Broker, topic: str, data_dir: Path, **env: str) -> None:
-    """Two kills, each inside a batch whose writes have committed but whose checkpoint has not."""
-    for query in ("silver", "gold"):
-        run = Running(*_args(broker, topic, data_dir, "--once"), **{HOOK: f"{query}:600"}, **env)
-        try:
-            run.wait_for(f"ECOMSTREAM_TEST_HOOK paused {query} batch", timeout=600)
-        finally:
-            run.kill9()
+def crash_at(broker: Broker, topic: str, data_dir: Path, point: str, **env: str) -> str:
+    """Run ``--once`` until the hook ends the process right after ``point``; its hook line."""
+    done = run_cli(*_args(broker, topic, data_dir, "--once"), timeout=600, **{HOOK: point}, **env)
+    line = next((ln for ln in done.stdout.splitlines() if "ECOMSTREAM_TEST_HOOK" in ln), "")
+    name, _, batch = point.partition(":")
+    expected = f"crash after {name} batch {batch}" if batch else f"crash after {name} "
+    assert done.returncode == CRASHED and expected in line, (
+        f"expected to die after {point}: exit {done.returncode}\n{done.stderr[-2000:]}"
+    )
+    return line
 
 
-def test_kill_9_at_several_points_then_restart_is_exact(
-    spark, kafka_broker: Broker, tmp_path: Path
-):
+def test_death_after_every_write_then_restart_is_exact(spark, kafka_broker: Broker, tmp_path: Path):
     topic = kafka_broker.new_topic("crash")
     data_dir = tmp_path / "data"
-    first = orders_with_faults(1, 400, "a")
+    first = orders_with_faults(1, 1200, "a")  # 8 batches of 150
     send_all(kafka_broker.bootstrap, topic, first)
 
-    crash_inside_batches(kafka_broker, topic, data_dir)
+    # run k dies right after point k of batch k, having replayed batch k - 1 (the batch the
+    # run before died in) first; a write a replay skips is no commit and fires no hook
+    for batch, point in enumerate(("source", *WRITE_SEQUENCE)):
+        crash_at(kafka_broker, topic, data_dir, f"{point}:{batch}")
 
-    # an arbitrary moment: continuous mode with new data, killed while the queries are busy
-    second = orders_with_faults(2, 400, "b") + first[:20]  # late duplicates from the first lot
+    # inside table maintenance, in a continuous run that compacts every second
+    second = orders_with_faults(2, 300, "b") + first[:20]  # late duplicates from the first lot
     send_all(kafka_broker.bootstrap, topic, second)
+    run = Running(
+        *_args(kafka_broker, topic, data_dir, "--maintenance-interval", "1 second"),
+        **{HOOK: "maintenance"},
+    )
+    assert run.proc.wait(timeout=600) == CRASHED, run.output()[-3000:]
+    assert "ECOMSTREAM_TEST_HOOK crash after maintenance" in run.output()
+
+    # an arbitrary moment: SIGKILL while a continuous run works on new data
+    third = orders_with_faults(3, 300, "c")
+    send_all(kafka_broker.bootstrap, topic, third)
     run = Running(*_args(kafka_broker, topic, data_dir, "--trigger-interval", "0"))
     try:
-        run.wait_for('"query": "bronze"', timeout=600)
+        run.wait_for('"event": "batch_phases"', timeout=600)
     finally:
         run.kill9()
 
     done = run_cli(*_args(kafka_broker, topic, data_dir, "--once"), timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
-    counts = assert_exact(spark, data_dir, first + second)
-    assert counts["bronze"] == len(first) + len(second)
-    assert counts["duplicates"] >= 20
+    sent = first + second + third
+    counts = assert_exact(spark, data_dir, sent)
+    assert counts["bronze"] == len(sent)
 
-    # a replayed batch wrote its metrics row once, not twice
+    # every batch that had records wrote its metrics rows once: one per layer
     rows = metrics_rows(spark, data_dir)
-    per_batch = Counter((r.query, r.batch_id) for r in rows if r.query in {"silver", "gold"})
-    assert max(per_batch.values()) == 1, per_batch.most_common(3)
+    per_batch = Counter((r.query, r.batch_id) for r in rows)
+    assert set(per_batch.values()) == {1}, per_batch.most_common(3)
+    batches = {b for _, b in per_batch}
+    assert all(per_batch[(q, b)] == 1 for q in ("bronze", "silver", "gold") for b in batches)
+    assert sum(r.input_rows for r in rows if r.query == "bronze") == len(sent)
+    # how many duplicates were dropped is observable, and exact
+    silver = [r for r in rows if r.query == "silver"]
+    assert sum(r.duplicates_dropped for r in silver) == counts["duplicates"]
+    assert sum(r.silver_rows for r in silver) == counts["silver"]
+    assert sum(r.quarantine_rows for r in silver) == counts["quarantine"]

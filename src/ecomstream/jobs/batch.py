@@ -169,7 +169,7 @@ class MedallionBatch:
 
             orders = new_orders
             received = checked.select(*BRONZE_SCHEMA.fieldNames())
-            writes: list[tuple[str, Callable[[], object]]] = [
+            writes: list[tuple[str, Callable[[], bool]]] = [
                 ("bronze/orders", lambda: self._append("bronze/orders", received, batch_id)),
                 ("metrics/pipeline_batches", lambda: self._metrics(figures, batch_id, started)),
             ]
@@ -263,40 +263,43 @@ class MedallionBatch:
                 measures[1] += units
                 measures[2] += cents
 
-    def _append(self, key: str, rows: DataFrame, batch_id: int) -> None:
-        self.ledger.append(rows, key, self.table(key), batch_id)
+    def _append(self, key: str, rows: DataFrame, batch_id: int) -> bool:
+        return self.ledger.append(rows, key, self.table(key), batch_id)
 
-    def _silver(self, orders: DataFrame, batch_id: int) -> None:
+    def _silver(self, orders: DataFrame, batch_id: int) -> bool:
         key = "silver/orders"
         rows = orders.select(*SILVER_SCHEMA.fieldNames())
-        if self.ledger.append(rows, key, self.table(key), batch_id):
-            self.order_ids.add(self._new_ids)
+        if not self.ledger.append(rows, key, self.table(key), batch_id):
+            return False
+        self.order_ids.add(self._new_ids)
+        return True
 
-    def _gold_write(self, key: str, figures: BatchFigures, batch_id: int) -> Callable[[], object]:
-        def write() -> None:
+    def _gold_write(self, key: str, figures: BatchFigures, batch_id: int) -> Callable[[], bool]:
+        def write() -> bool:
             table, state = self.table(key), self.gold[key]
             if self.ledger.committed(key, table, batch_id):
-                return
+                return False
             hours = state.updated(figures.increments[key])
             schema = GOLD[key][0]
             rows = to_arrow(state.rows(hours), schema)
             touched = f"{GOLD_PARTITION} IN ({', '.join(str(h) for h in sorted(hours))})"
             self.ledger.replace_rows(rows, schema, key, table, batch_id, touched)
             state.commit(hours)
+            return True
 
         return write
 
     def _run(
-        self, writes: list[tuple[str, Callable[[], object]]], batch_id: int, figures: BatchFigures
+        self, writes: list[tuple[str, Callable[[], bool]]], batch_id: int, figures: BatchFigures
     ) -> None:
         """The writes side by side (each is mostly commit latency, little CPU); any failure
         fails the batch, after every write has finished one way or the other."""
 
-        def run(key: str, write: Callable[[], object]) -> None:
+        def run(key: str, write: Callable[[], bool]) -> None:
             since = time.monotonic()
-            write()
+            if write():
+                crash_point(key, batch_id)
             figures.lap(f"write:{key}", since)
-            crash_point(key, batch_id)
 
         futures = [self._pool.submit(run, key, write) for key, write in writes]
         errors = [f.exception() for f in futures]
@@ -304,11 +307,11 @@ class MedallionBatch:
             if error is not None:
                 raise error
 
-    def _metrics(self, figures: BatchFigures, batch_id: int, started: dt.datetime) -> None:
+    def _metrics(self, figures: BatchFigures, batch_id: int, started: dt.datetime) -> bool:
         key = "metrics/pipeline_batches"
         table = self.table(key)
         if self.ledger.committed(key, table, batch_id):
-            return
+            return False
         ends: dict[int, int] | None = hook(self.env, "kafka_end_offsets")()
         self._offsets.update(figures.processed_offsets)
         finished = metrics.utcnow()
@@ -349,7 +352,7 @@ class MedallionBatch:
                 max_event_time=figures.newest_event,
             ),
         ]
-        metrics.write(self.env.spark(), self.ledger, table, rows, batch_id)
+        return metrics.write(self.ledger, table, rows, batch_id)
 
     def _processed_total(self, ends: dict[int, int] | None) -> int | None:
         """Next offsets read, summed over the topic's partitions; a partition this process

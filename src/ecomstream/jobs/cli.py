@@ -67,6 +67,12 @@ def register(subparsers: Any) -> None:
     )
     add_option(
         parser,
+        "--maintenance-interval",
+        default="5 minutes",
+        help="compact the appended tables this often in a continuous run ('0': never)",
+    )
+    add_option(
+        parser,
         "--categories",
         default="",
         help="comma-separated category catalogue (default: the contract's eight)",
@@ -93,6 +99,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         max_bytes_per_trigger=args.max_bytes_per_trigger,
         starting_offsets=args.starting_offsets,
         wait_for_topic_s=args.wait_for_topic,
+        maintenance_interval=args.maintenance_interval,
         **extra,
     )
     pipeline.configure_logging()

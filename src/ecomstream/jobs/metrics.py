@@ -12,16 +12,13 @@ import datetime as dt
 import json
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pyspark.sql import types as T
 
 from ecomstream.adapters.base import TableRef
 from ecomstream.jobs.arrow import to_arrow
 from ecomstream.jobs.ledger import Ledger
-
-if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
 
 log = logging.getLogger("ecomstream.pipeline")
 
@@ -89,14 +86,14 @@ def utcnow() -> dt.datetime:
 KEY = "metrics/pipeline_batches"
 
 
-def write(
-    spark: SparkSession, ledger: Ledger, table: TableRef, rows: list[BatchMetrics], batch: int
-) -> None:
-    """Append ``rows`` (one batch's) once, however often the batch runs; log each as JSON."""
+def write(ledger: Ledger, table: TableRef, rows: list[BatchMetrics], batch: int) -> bool:
+    """Append ``rows`` (one batch's) once, however often the batch runs; log each as JSON.
+    True when this call wrote them."""
     if not rows:
-        return
-    if ledger.append_rows(
-        to_arrow([r.row() for r in rows], METRICS_SCHEMA), METRICS_SCHEMA, KEY, table, batch
-    ):
-        for r in rows:
-            log.info(r.log_line())
+        return False
+    arrow = to_arrow([r.row() for r in rows], METRICS_SCHEMA)
+    if not ledger.append_rows(arrow, METRICS_SCHEMA, KEY, table, batch):
+        return False
+    for r in rows:
+        log.info(r.log_line())
+    return True

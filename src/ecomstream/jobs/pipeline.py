@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
     from ecomstream.jobs.base import StreamJob
+    from ecomstream.jobs.maintenance import Maintenance
 
 log = logging.getLogger("ecomstream.pipeline")
 POLL_S = 0.5
@@ -62,7 +63,7 @@ def run(settings: PipelineSettings) -> int:
             if settings.once:
                 run_once(jobs)
             else:
-                run_continuous(jobs)
+                run_continuous(jobs, maintenance(env, settings))
         return 0
     finally:
         hook(env, "close")()
@@ -213,9 +214,17 @@ def run_once(jobs: list[StreamJob]) -> None:
             job.close()
 
 
-def run_continuous(jobs: list[StreamJob]) -> None:
+def maintenance(env: Environment, settings: PipelineSettings) -> Maintenance:
+    from ecomstream.jobs.maintenance import Maintenance
+
+    return Maintenance(env, settings.maintenance_interval_s)
+
+
+def run_continuous(jobs: list[StreamJob], upkeep: Maintenance | None = None) -> None:
     for job in jobs:
         job.start()
+    if upkeep is not None:
+        upkeep.start()
     try:
         while not _STOP.is_set():
             for job in jobs:
@@ -224,9 +233,13 @@ def run_continuous(jobs: list[StreamJob]) -> None:
     except KeyboardInterrupt:
         pass
     except BaseException:
+        if upkeep is not None:
+            upkeep.stop()
         _stop_all(jobs)
         raise
     log.info('{"event": "stopping", "reason": "interrupted"}')
+    if upkeep is not None:
+        upkeep.stop()
     _stop_all(jobs)
     log.info('{"event": "stopped"}')
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +20,6 @@ _INTERVAL = re.compile(
     r"^\s*(\d+(\.\d+)?)\s*(ms|millisecond|milliseconds|s|sec|second|seconds)\s*$"
 )
 
-# Test hooks (documented in docs/pipeline.md); never set in production.
-PAUSE_HOOK_ENV = "ECOMSTREAM_TEST_PAUSE_IN_BATCH"  # "<query>:<seconds>"
-UNSAFE_NO_IDEMPOTENCE_ENV = "ECOMSTREAM_UNSAFE_NO_IDEMPOTENCE"  # "1": drop txnAppId/txnVersion
-
 
 @dataclass(frozen=True)
 class PipelineSettings:
@@ -41,6 +36,8 @@ class PipelineSettings:
     starting_offsets: str = "earliest"
     wait_for_topic_s: float = 0.0
     categories: tuple[str, ...] = DEFAULT_CATEGORIES
+    # compaction of the appended tables beside a continuous run ("0": never)
+    maintenance_interval: str = "5 minutes"
     spark_conf: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -69,6 +66,11 @@ class PipelineSettings:
             )
         if self.wait_for_topic_s < 0:
             raise EcomstreamError("--wait-for-topic must be >= 0 seconds")
+        parse_duration_s(self.maintenance_interval, "--maintenance-interval")
+
+    @property
+    def maintenance_interval_s(self) -> float:
+        return parse_duration_s(self.maintenance_interval, "--maintenance-interval")
 
     def adapter_settings(self) -> dict[str, Any]:
         """What ``adapters.get(profile, **...)`` receives; each adapter takes what it needs."""
@@ -98,6 +100,20 @@ def parse_interval(text: str) -> str:
     return f"{round(millis)} milliseconds"
 
 
+def parse_duration_s(text: str, option: str) -> float:
+    """``"5 minutes"``, ``"30 seconds"``, ``"0"`` -> seconds (0 switches the thing off)."""
+    from ecomstream.transforms.gold import window_seconds
+
+    if str(text).strip().lower() in {"0", "off"}:
+        return 0.0
+    try:
+        return window_seconds(text)
+    except EcomstreamError:
+        raise EcomstreamError(
+            f"invalid {option} {text!r}: expected e.g. '5 minutes', '30 seconds' or '0' (off)"
+        ) from None
+
+
 def parse_size(text: str) -> int:
     """``"96m"``, ``"1g"``, ``"500000"`` -> a positive number of bytes."""
     match = _SIZE.match(str(text))
@@ -107,19 +123,3 @@ def parse_size(text: str) -> int:
             f"invalid --max-bytes-per-trigger {text!r}: expected a size such as '96m' or '1g'"
         )
     return size
-
-
-def pause_hook(query: str) -> float:
-    """Seconds to sleep inside a ``query`` batch after its table writes (test hook), else 0."""
-    raw = os.environ.get(PAUSE_HOOK_ENV, "")
-    name, _, seconds = raw.partition(":")
-    if name != query:
-        return 0.0
-    try:
-        return max(0.0, float(seconds))
-    except ValueError:
-        return 0.0
-
-
-def idempotence_enabled() -> bool:
-    return os.environ.get(UNSAFE_NO_IDEMPOTENCE_ENV, "") != "1"
