@@ -14,8 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 TESTS = Path(__file__).parent
+
+# Hypothesis profiles, picked by HYPOTHESIS_PROFILE ("dev" when unset). The defaults suit the
+# Spark-backed properties, where every example costs seconds: "ci" runs more of them, "dev" a
+# few. A test that sets its own max_examples keeps it under either profile.
+settings.register_profile("ci", max_examples=8, deadline=None, print_blob=True)
+settings.register_profile("dev", max_examples=3, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
