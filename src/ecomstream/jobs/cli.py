@@ -50,7 +50,7 @@ def register(subparsers: Any) -> None:
         parser,
         "--max-bytes-per-trigger",
         default=DEFAULT_MAX_BYTES_PER_TRIGGER,
-        help="data per silver / gold micro-batch at most (a soft bound, e.g. 96m, 1g)",
+        help="no effect since one query writes every layer (kept so older command lines run)",
     )
     add_option(
         parser,
