@@ -23,7 +23,6 @@ regex = pytest.importorskip("regex")
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT.parent / "shared" / "databricks" / "bundle-schema.json"
-LAYERS = ("bronze", "silver", "gold")
 
 
 def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
@@ -125,7 +124,7 @@ def test_schema_check_reports_a_wrong_type_and_an_unknown_key(validator: Any) ->
     assert "entrypoint" in joined, joined
 
 
-def test_bundle_shape_wheel_targets_variables_and_layer_tasks() -> None:
+def test_bundle_shape_wheel_targets_variables_and_one_pipeline_task() -> None:
     bundle = load_bundle()
     assert set(bundle["targets"]) == {"dev", "prod"}
     assert bundle["targets"]["dev"]["mode"] == "development"
@@ -135,16 +134,13 @@ def test_bundle_shape_wheel_targets_variables_and_layer_tasks() -> None:
     assert artifact["type"] == "whl" and "wheel" in artifact["build"]
 
     job = bundle["resources"]["jobs"]["ecomstream_pipeline"]
-    tasks = {t["task_key"]: t for t in job["tasks"]}
-    assert set(tasks) == set(LAYERS)
-    assert tasks["silver"]["depends_on"] == [{"task_key": "bronze"}]
-    assert tasks["gold"]["depends_on"] == [{"task_key": "silver"}]
-    for layer, task in tasks.items():
-        wheel = task["python_wheel_task"]
-        assert wheel["package_name"] == "ecomstream"
-        assert wheel["entry_point"] == f"ecomstream-{layer}"
-        assert "--trigger=available-now" in wheel["parameters"]
-        assert any(lib.get("whl", "").endswith(".whl") for lib in task["libraries"])
+    # one query writes every layer, so one task runs it (issue 10)
+    (task,) = job["tasks"]
+    wheel = task["python_wheel_task"]
+    assert wheel["package_name"] == "ecomstream"
+    assert wheel["entry_point"] == "ecomstream-all"
+    assert "--trigger=available-now" in wheel["parameters"]
+    assert any(lib.get("whl", "").endswith(".whl") for lib in task["libraries"])
     assert "quartz_cron_expression" in job["schedule"]
 
 
