@@ -13,6 +13,8 @@ if { [ -n "${CI:-}" ] || [ "${ECOMSTREAM_INSTALL_CHROMIUM:-}" = 1 ]; } \
     >/tmp/ecomstream-chromium-install.log 2>&1 \
     || echo "warning: could not install chromium (see /tmp/ecomstream-chromium-install.log)" >&2
 fi
+# the Hypothesis profile CI uses (tests/conftest.py); HYPOTHESIS_PROFILE=dev is quicker locally
+export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}"
 .venv/bin/python -m pytest tests --durations=25 "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
