@@ -242,7 +242,7 @@ def test_producer_and_pipeline_end_to_end_through_the_event_hubs_path(
     assert {r.kafka_topic for r in bronze_topics.select("kafka_topic").distinct().collect()} == {
         hub
     }
-    assert (data / "_checkpoints" / "bronze" / "offsets").is_dir()
+    assert (data / "_checkpoints" / "medallion" / "offsets").is_dir()
 
     searched = assert_secret_absent(
         sasl_broker,
