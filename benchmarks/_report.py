@@ -18,16 +18,18 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
 
 
-def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section between this benchmark's markers."""
+def write_section(name: str, body: str, path: Path | None = None) -> None:
+    """Replace (or append) the section between this benchmark's markers in ``path``
+    (default docs/benchmarks.md)."""
+    doc = path or DOC
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = f"{begin}\n## {name}\n\n_Run {stamp} on {machine()}._\n\n{body.strip()}\n{end}"
-    text = DOC.read_text() if DOC.exists() else HEADER
+    text = doc.read_text() if doc.exists() else HEADER
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
         text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
