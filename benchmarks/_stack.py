@@ -30,18 +30,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ecomstream.jobs.batch import WRITE_SEQUENCE
+
 REPO = Path(__file__).resolve().parent.parent
 PAGE = os.sysconf("SC_PAGE_SIZE")
 GIB = 2**30
-# the pipeline's tables, in its write order
-TABLES = (
-    "bronze/orders",
-    "silver/quarantine",
-    "silver/orders",
-    "gold/category_sales",
-    "gold/location_sales",
-    "metrics/pipeline_batches",
-)
+# the pipeline's tables, in its write order (importing the module starts no Spark)
+TABLES = WRITE_SEQUENCE
 # a late order (producer fault "late") is 2 minutes to 6 hours old when sent: anything sent
 # more than this after its order_timestamp is one, and has no place in a latency figure
 LATE_S = 60.0
