@@ -26,7 +26,6 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -365,21 +364,15 @@ RESTART = "restart"  # a clean restart before the batch (no crash)
 
 @st.composite
 def batched_streams(draw: st.DrawFn) -> tuple[list[list[Record]], dict[int, str], str]:
-    """A topic's records cut into consecutive micro-batches (offsets ascend per partition, as a
-    Kafka source reads them); per batch id, what interrupts it: a clean restart before it, or
-    its death right after a point, then a restart that replays it; a window."""
+    """A topic's records cut into two consecutive micro-batches (offsets ascend per partition,
+    as a Kafka source reads them); what interrupts one of them: a clean restart before it, or
+    its death right after a point, then a restart that replays it; a window. (Two batches hold
+    the cross-batch cases, duplicates and state kept or rebuilt; each more costs seconds.)"""
     records = draw(streams(max_orders=10))
-    cuts = sorted(draw(st.sets(st.integers(0, len(records)), min_size=1, max_size=2)))
-    bounds = [0, *cuts, len(records)]
-    batches = [records[a:b] for a, b in pairwise(bounds)]
-    interruptions = draw(
-        st.dictionaries(
-            st.integers(0, len(batches) - 1),
-            st.sampled_from([RESTART, "source", *WRITE_SEQUENCE]),
-            min_size=1,
-            max_size=2,
-        )
-    )
+    cut = draw(st.integers(1, len(records) - 1)) if len(records) > 1 else 1
+    batches = [records[:cut], records[cut:]]
+    interrupted = draw(st.integers(0, 1))
+    interruptions = {interrupted: draw(st.sampled_from([RESTART, "source", *WRITE_SEQUENCE]))}
     window = draw(st.sampled_from(["1 minute", "30 seconds", "1 hour"]))
     return batches, interruptions, window
 
@@ -399,7 +392,7 @@ def test_every_table_matches_the_contract_model_after_every_batch(new_pipeline, 
     validation, global first-consumed deduplication through the in-memory order ids, gold
     rebuilt hour by hour from state or table, metrics figures, and the ledger on replays."""
     batches, interruptions, window = case
-    event(f"{len(batches)} batches")
+    event(f"batches with records: {[i for i, b in enumerate(batches) if b]}")
     run = new_pipeline(window)
     expected = Expected(window_seconds(window))
     for batch_id, records in enumerate(batches):
