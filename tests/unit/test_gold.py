@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -53,6 +53,11 @@ def _silver(spark, rows):
     return spark.createDataFrame(full, SILVER_SCHEMA)
 
 
+def _hour(window_start: datetime) -> int:
+    """gold's partition: hours since the epoch of a (naive UTC) window start."""
+    return int(window_start.replace(tzinfo=UTC).timestamp()) // 3600
+
+
 def test_category_sales_per_minute_with_exact_decimals(spark):
     silver = _silver(
         spark,
@@ -72,9 +77,9 @@ def test_category_sales_per_minute_with_exact_decimals(spark):
     expected = spark.createDataFrame(
         [
             # 10.04 / 3 = 3.3466.. -> 3.35
-            (m0, m1, "Books", 3, 4, Decimal("10.04"), Decimal("3.35")),
-            (m1, m2, "Books", 1, 3, Decimal("9.99"), Decimal("9.99")),
-            (m0, m1, "Toys", 1, 5, Decimal("0.50"), Decimal("0.50")),
+            (m0, m1, "Books", 3, 4, Decimal("10.04"), Decimal("3.35"), _hour(m0)),
+            (m1, m2, "Books", 1, 3, Decimal("9.99"), Decimal("9.99"), _hour(m1)),
+            (m0, m1, "Toys", 1, 5, Decimal("0.50"), Decimal("0.50"), _hour(m0)),
         ],
         CATEGORY_SALES_SCHEMA,
     )
@@ -114,9 +119,9 @@ def test_location_sales_by_window_country_city(spark):
     w0, w5, w10 = (datetime(2026, 11, 25, 10, m) for m in (0, 5, 10))
     expected = spark.createDataFrame(
         [
-            (w0, w5, "US", "Austin", 2, 3, Decimal("5.50")),
-            (w0, w5, "US", None, 1, 1, Decimal("3.30")),
-            (w5, w10, "FR", "Paris", 1, 1, Decimal("9999999999.99")),
+            (w0, w5, "US", "Austin", 2, 3, Decimal("5.50"), _hour(w0)),
+            (w0, w5, "US", None, 1, 1, Decimal("3.30"), _hour(w0)),
+            (w5, w10, "FR", "Paris", 1, 1, Decimal("9999999999.99"), _hour(w5)),
         ],
         LOCATION_SALES_SCHEMA,
     )
