@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -702,3 +703,13 @@ def passthrough_latency(
     every.order_p50, every.order_p95 = firsts.order_p50, firsts.order_p95
     every.order_events = firsts.order_events
     return every
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """The options every stack benchmark takes: broker, work dir, where the figures go."""
+    parser.add_argument("--bootstrap-servers", default="", help="use this broker, not our own")
+    parser.add_argument("--work-dir", type=Path, default=None, help="parent of the temp dir")
+    parser.add_argument("--write-doc", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--doc-path", type=Path, default=None, help="write the section here")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write figures here")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir")

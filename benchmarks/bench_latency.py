@@ -54,6 +54,7 @@ from benchmarks._stack import (
     DeltaLog,
     Latency,
     RssSampler,
+    add_common_options,
     create_topic,
     end,
     first_send_us,
@@ -333,12 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--drain-timeout", type=float, default=180)
     parser.add_argument("--settle", type=float, default=3, help="s after the query is up")
-    parser.add_argument("--bootstrap-servers", default="", help="use this broker, not our own")
-    parser.add_argument("--work-dir", type=Path, default=None, help="parent of the temp dir")
-    parser.add_argument("--write-doc", action="store_true", help="update docs/benchmarks.md")
-    parser.add_argument("--doc-path", type=Path, default=None, help="write the section here")
-    parser.add_argument("--json-out", type=Path, default=None, help="also write figures here")
-    parser.add_argument("--keep", action="store_true", help="keep the work dir")
+    add_common_options(parser)
     args = parser.parse_args(argv)
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
 

@@ -41,6 +41,7 @@ from benchmarks._stack import (
     MEMORY_METHOD,
     DeltaLog,
     RssSampler,
+    add_common_options,
     create_topic,
     end,
     json_lines,
@@ -90,12 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--startup-runs", type=int, default=1, help="one-record runs each, median taken"
     )
-    parser.add_argument("--bootstrap-servers", default="", help="use this broker, not our own")
-    parser.add_argument("--work-dir", type=Path, default=None, help="parent of the temp dir")
-    parser.add_argument("--write-doc", action="store_true", help="update docs/benchmarks.md")
-    parser.add_argument("--doc-path", type=Path, default=None, help="write the section here")
-    parser.add_argument("--json-out", type=Path, default=None, help="also write figures here")
-    parser.add_argument("--keep", action="store_true", help="keep the work dir")
+    add_common_options(parser)
     args = parser.parse_args(argv)
 
     from ecomstream import broker

@@ -39,6 +39,7 @@ from benchmarks._stack import (
     TABLES,
     DeltaLog,
     RssSampler,
+    add_common_options,
     create_topic,
     end,
     first_send_us,
@@ -91,12 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--drain-timeout", type=float, default=300)
     parser.add_argument("--settle", type=float, default=3, help="s after the query is up")
-    parser.add_argument("--bootstrap-servers", default="", help="use this broker, not our own")
-    parser.add_argument("--work-dir", type=Path, default=None, help="parent of the temp dir")
-    parser.add_argument("--write-doc", action="store_true", help="update docs/benchmarks.md")
-    parser.add_argument("--doc-path", type=Path, default=None, help="write the section here")
-    parser.add_argument("--json-out", type=Path, default=None, help="also write figures here")
-    parser.add_argument("--keep", action="store_true", help="keep the work dir")
+    add_common_options(parser)
     args = parser.parse_args(argv)
     window_s = args.window_minutes * 60
     if window_s > args.duration:
