@@ -24,6 +24,7 @@ exactly one batch), which is what the first run inserted.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -34,7 +35,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark import StorageLevel
+from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from ecomstream.adapters.base import Environment, hook
@@ -52,11 +56,9 @@ from ecomstream.schemas import (
 )
 from ecomstream.transforms.bronze import to_bronze
 from ecomstream.transforms.gold import window_seconds
-from ecomstream.transforms.silver import REASONS_COLUMN, classify, first_per_order, split
+from ecomstream.transforms.silver import REASON_BITS_COLUMN, classify, reason_codes, split
 
 if TYPE_CHECKING:
-    import datetime as dt
-
     from pyspark.sql import DataFrame
 
 # Test hook, never set in production: "<point>[:<batch>]" ends the process (os._exit, no
@@ -152,22 +154,19 @@ class MedallionBatch:
         checked = classify(to_bronze(kafka_df), self.settings.categories).persist(
             StorageLevel.MEMORY_AND_DISK
         )
-        new_orders: DataFrame | None = None
         try:
             figures = BatchFigures()
             lap = time.monotonic()
-            self._count(checked, figures)
-            if figures.rows == 0:
+            facts = self._facts(checked)
+            if facts.num_rows == 0:
                 return figures
             lap = figures.lap("read", lap)
             crash_point("source", batch_id)
+            self._count(facts, figures)
             valid, quarantined = split(checked)
-            new_orders = self._new_orders(valid, batch_id).persist(StorageLevel.MEMORY_AND_DISK)
-            lap = figures.lap("probe", lap)
-            self._sales(new_orders, figures)
-            lap = figures.lap("sales", lap)
+            new_orders = self._new_orders(valid, facts, figures, batch_id)
+            lap = figures.lap("decide", lap)
 
-            orders = new_orders
             received = checked.select(*BRONZE_SCHEMA.fieldNames())
             writes: list[tuple[str, Callable[[], bool]]] = [
                 ("bronze/orders", lambda: self._append("bronze/orders", received, batch_id)),
@@ -181,7 +180,7 @@ class MedallionBatch:
                     )
                 )
             if figures.inserted:
-                writes.append(("silver/orders", lambda: self._silver(orders, batch_id)))
+                writes.append(("silver/orders", lambda: self._silver(new_orders, batch_id)))
                 for key in GOLD:
                     writes.append((key, self._gold_write(key, figures, batch_id)))
             self._run(writes, batch_id, figures)
@@ -191,73 +190,124 @@ class MedallionBatch:
             )
             return figures
         finally:
-            if new_orders is not None:
-                new_orders.unpersist()
             checked.unpersist()
 
     # -- what each write needs -------------------------------------------------------------------
+    def _facts(self, checked: DataFrame) -> pa.Table:
+        """The one Spark job before the writes: it fills the cache and brings to the driver, as
+        Arrow, each record's coordinates and reason bits and, for a valid record, the little
+        that deduplication and gold need. Everything else the writes need is decided from this
+        on the driver, in vectorised Arrow compute, instead of in more Spark jobs."""
+        valid = F.col(REASON_BITS_COLUMN) == 0
+        micros = F.unix_micros("_order_ts")
+        size = round(window_seconds(self.settings.window) * 1_000_000)
+
+        def when_valid(column: Column, name: str) -> Column:
+            return F.when(valid, column).alias(name)
+
+        return checked.select(
+            "kafka_topic",
+            "kafka_partition",
+            "kafka_offset",
+            REASON_BITS_COLUMN,
+            when_valid(F.col("_order_id"), "order_id"),
+            when_valid(micros, "ts"),
+            when_valid(micros - F.pmod(micros, F.lit(size)), "window"),
+            when_valid(F.col("event.category"), "category"),
+            when_valid(F.col("event.country"), "country"),
+            when_valid(F.col("event.city"), "city"),
+            when_valid(F.col("_quantity").cast("long"), "units"),
+            when_valid((F.col("_total") * 100).cast("long"), "cents"),
+        ).toArrow()
+
     @staticmethod
-    def _count(checked: DataFrame, figures: BatchFigures) -> None:
-        """Records, next offsets per partition and quarantine reasons, in the job that fills
-        the cache."""
-        for row in (
-            checked.groupBy("kafka_partition", REASONS_COLUMN)
-            .agg(F.count(F.lit(1)).alias("n"), F.max("kafka_offset").alias("last"))
-            .collect()
+    def _count(facts: pa.Table, figures: BatchFigures) -> None:
+        """Records, next offsets per partition and quarantine reasons."""
+        figures.rows = facts.num_rows
+        last = facts.group_by("kafka_partition").aggregate([("kafka_offset", "max")])
+        for partition, offset in zip(
+            last.column("kafka_partition").to_pylist(),
+            last.column("kafka_offset_max").to_pylist(),
+            strict=True,
         ):
-            n, partition = int(row["n"]), int(row["kafka_partition"])
-            figures.rows += n
-            following = int(row["last"]) + 1
-            figures.processed_offsets[partition] = max(
-                following, figures.processed_offsets.get(partition, 0)
-            )
-            if row[REASONS_COLUMN]:
+            figures.processed_offsets[int(partition)] = int(offset) + 1
+        bits = facts.group_by(REASON_BITS_COLUMN).aggregate([(REASON_BITS_COLUMN, "count")])
+        for value, n in zip(
+            bits.column(REASON_BITS_COLUMN).to_pylist(),
+            bits.column(f"{REASON_BITS_COLUMN}_count").to_pylist(),
+            strict=True,
+        ):
+            if value:
                 figures.quarantined += n
-                for code in row[REASONS_COLUMN]:
+                for code in reason_codes(value):
                     figures.reasons[code] = figures.reasons.get(code, 0) + n
 
-    def _new_orders(self, valid: DataFrame, batch_id: int) -> DataFrame:
+    def _new_orders(
+        self, valid: DataFrame, facts: pa.Table, figures: BatchFigures, batch_id: int
+    ) -> DataFrame:
         """The valid records this batch adds to silver: the first per order id (lowest Kafka
-        partition, offset) among those silver does not hold yet."""
-        candidates = first_per_order(valid)
+        partition, offset) among those silver does not hold yet. Decided on the driver from
+        ``facts``; the gold increments and figures follow from the same rows."""
+        rows = facts.filter(pc.equal(facts.column(REASON_BITS_COLUMN), 0))
         key, silver = "silver/orders", self.table("silver/orders")
         if self.ledger.committed(key, silver, batch_id):
             # a replay after silver took this batch: what it took sits at our coordinates (and
             # the ids silver holds, read from it, already include them)
+            keep = self._held_coordinates(rows)
             self._new_ids = set()
-            coordinates = ["kafka_topic", "kafka_partition", "kafka_offset"]
-            held = silver.read(self.env.spark()).select(*coordinates)
-            return candidates.join(held, coordinates, "left_semi")
-        ids = set(valid.select("order_id").toArrow().column("order_id").to_pylist())
-        already = self.order_ids.held(ids)
-        # every id of the batch that silver lacks gets exactly one row: these are the new ids
-        self._new_ids = ids.difference(already)
-        if not already:
-            return candidates
-        return candidates.where(~F.col("order_id").isin(already))
+        else:
+            keep = _first_per_order(rows)
+            ids = rows.column("order_id")
+            already = self.order_ids.held(set(ids.to_pylist()))
+            if already:
+                keep = pc.and_(keep, pc.invert(pc.is_in(ids, value_set=pa.array(already))))
+            self._new_ids = set(pc.filter(ids, keep).to_pylist())
+        new = rows.filter(keep)
+        self._sales(new, figures)
+        return _rows_at(self.env.spark(), valid, rows, keep)
 
-    def _sales(self, new_orders: DataFrame, figures: BatchFigures) -> None:
-        """The new orders' sales per window and gold key, in one small job."""
-        window = F.window("order_timestamp", self.settings.window).start
-        grain = ["category", "country", "city"]
+    def _held_coordinates(self, rows: pa.Table) -> pa.ChunkedArray:
+        """Which of ``rows`` silver holds, by Kafka coordinates."""
+        silver = self.table("silver/orders").read(self.env.spark())
+        keep = pa.chunked_array([pa.array([False] * rows.num_rows, pa.bool_())])
+        for (topic, partition), offsets in _offsets_by_partition(rows).items():
+            found = (
+                silver.where(
+                    (F.col("kafka_topic") == topic)
+                    & (F.col("kafka_partition") == partition)
+                    & F.col("kafka_offset").between(min(offsets), max(offsets))
+                )
+                .select("kafka_offset")
+                .toArrow()
+                .column("kafka_offset")
+            )
+            here = pc.and_(
+                pc.and_(
+                    pc.equal(rows.column("kafka_topic"), topic),
+                    pc.equal(rows.column("kafka_partition"), partition),
+                ),
+                pc.is_in(rows.column("kafka_offset"), value_set=found.combine_chunks()),
+            )
+            keep = pc.or_(keep, here)
+        return keep
+
+    def _sales(self, new: pa.Table, figures: BatchFigures) -> None:
+        """The new orders' sales per window and gold key."""
         for key in GOLD:
             figures.increments[key] = {}
-        for row in (
-            new_orders.groupBy(window.alias("w"), *grain)
-            .agg(
-                F.count(F.lit(1)).alias("n"),
-                F.sum(F.col("quantity").cast("long")).alias("units"),
-                F.sum("total_amount").alias("revenue"),
-                F.max("order_timestamp").alias("newest"),
-            )
-            .collect()
-        ):
-            n, units, cents = int(row["n"]), int(row["units"]), int(row["revenue"] * 100)
-            figures.inserted += n
-            if figures.newest_event is None or row["newest"] > figures.newest_event:
-                figures.newest_event = row["newest"]
+        figures.inserted = new.num_rows
+        if not new.num_rows:
+            return
+        figures.newest_event = _from_micros(pc.max(new.column("ts")).as_py())
+        grain = ["window", "category", "country", "city"]
+        sums = new.group_by(grain, use_threads=False).aggregate(
+            [("units", "count"), ("units", "sum"), ("cents", "sum")]
+        )
+        for row in sums.to_pylist():
+            n, units, cents = row["units_count"], row["units_sum"], row["cents_sum"]
+            window = _from_micros(row["window"])
             for key, (_, keys) in GOLD.items():
-                per_key = figures.increments[key].setdefault(row["w"], {})
+                per_key = figures.increments[key].setdefault(window, {})
                 measures = per_key.setdefault(tuple(row[k] for k in keys), [0, 0, 0])
                 measures[0] += n
                 measures[1] += units
@@ -363,3 +413,79 @@ class MedallionBatch:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+# Above this many coordinates, the new orders are picked by a join with a frame of them rather
+# than by an IN list in the plan.
+_MAX_LISTED = 20_000
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def _from_micros(micros: int) -> dt.datetime:
+    """Microseconds since the epoch -> a naive UTC datetime (as Spark's collect gives them)."""
+    return _EPOCH + dt.timedelta(microseconds=micros)
+
+
+def _first_per_order(rows: pa.Table) -> pa.ChunkedArray:
+    """A mask of ``rows``: True for the first record of each order id (lowest Kafka partition,
+    then offset), the contract's "first consumed"."""
+    if not rows.num_rows:
+        return pa.chunked_array([pa.array([], pa.bool_())])
+    order = pc.sort_indices(
+        rows, sort_keys=[("kafka_partition", "ascending"), ("kafka_offset", "ascending")]
+    )
+    ids = pc.take(rows.column("order_id"), order)
+    ranked = pa.table({"id": ids, "rank": pa.array(range(rows.num_rows), pa.int64())})
+    firsts = ranked.group_by("id", use_threads=False).aggregate([("rank", "min")])
+    first_positions = pc.take(order, firsts.column("rank_min"))
+    positions = pa.array(range(rows.num_rows), pa.uint64())
+    return pa.chunked_array([pc.is_in(positions, value_set=first_positions.cast(pa.uint64()))])
+
+
+def _offsets_by_partition(rows: pa.Table) -> dict[tuple[str, int], list[int]]:
+    out: dict[tuple[str, int], list[int]] = {}
+    pairs = (
+        rows.select(["kafka_topic", "kafka_partition"])
+        .group_by(["kafka_topic", "kafka_partition"])
+        .aggregate([])
+    )
+    for topic, partition in zip(
+        pairs.column("kafka_topic").to_pylist(),
+        pairs.column("kafka_partition").to_pylist(),
+        strict=True,
+    ):
+        here = pc.and_(
+            pc.equal(rows.column("kafka_topic"), topic),
+            pc.equal(rows.column("kafka_partition"), partition),
+        )
+        out[(topic, int(partition))] = pc.filter(rows.column("kafka_offset"), here).to_pylist()
+    return out
+
+
+def _rows_at(spark: Any, valid: DataFrame, rows: pa.Table, keep: pa.ChunkedArray) -> DataFrame:
+    """The rows of ``valid`` that ``keep`` marks in ``rows`` (its coordinates, in the same
+    records), selected by whichever list is shorter: the kept or the dropped coordinates."""
+    kept = int(pc.sum(keep).as_py() or 0)
+    if kept == rows.num_rows:
+        return valid
+    if kept == 0:
+        return valid.limit(0)
+    listed = rows.filter(keep) if kept <= rows.num_rows - kept else rows.filter(pc.invert(keep))
+    inside = kept <= rows.num_rows - kept
+    if listed.num_rows > _MAX_LISTED:
+        frame = spark.createDataFrame(
+            listed.select(["kafka_topic", "kafka_partition", "kafka_offset"])
+        )
+        how = "left_semi" if inside else "left_anti"
+        coordinates = ["kafka_topic", "kafka_partition", "kafka_offset"]
+        return valid.join(F.broadcast(frame), coordinates, how)
+    condition: Column | None = None
+    for (topic, partition), offsets in _offsets_by_partition(listed).items():
+        here = (
+            (F.col("kafka_topic") == topic)
+            & (F.col("kafka_partition") == partition)
+            & F.col("kafka_offset").isin(offsets)
+        )
+        condition = here if condition is None else condition | here
+    assert condition is not None
+    return valid.where(condition if inside else ~condition)

@@ -33,7 +33,7 @@ from ecomstream.schemas import (
     SILVER_SCHEMA,
     TOTAL_TYPE,
 )
-from ecomstream.transforms.bronze import parse_event
+from ecomstream.transforms.bronze import with_event
 
 # Java regexes (rlike). "\z" is the very end: Java's "$" would also match before a final line
 # terminator. tests/unit/contract_model.py states the same rules independently in Python.
@@ -91,15 +91,28 @@ def validate(
 
 
 def classify(bronze: DataFrame, categories: Iterable[str] = DEFAULT_CATEGORIES) -> DataFrame:
-    """Bronze plus the checks and ``_reasons``, the codes that apply (empty for a valid row):
-    what :func:`split` divides. A caller that needs figures of both sides (the pipeline counts
-    reasons per batch) caches this frame once."""
-    return with_checks(bronze, tuple(categories)).withColumn(REASONS_COLUMN, _reasons())
+    """Bronze plus what :func:`split` needs and nothing more: the typed fields (``_order_id``,
+    ``_order_ts``, ``_price``, ``_quantity``, ``_total``) and ``_reason_bits``, an int with bit
+    ``i`` set when ``REASON_CODES[i]`` applies (0 for a valid row).
+
+    A caller that needs figures of both sides (the pipeline counts reasons per batch) caches this
+    frame once. It is narrow on purpose: every column here is built for every row of a batch and
+    held in the cache, while the reasons array is only built for the rows that have one (an int
+    per row costs a tenth of an array per row, measured in docs/pipeline.md).
+    """
+    checked = with_checks(bronze, tuple(categories))
+    bits = sum(
+        (F.when(F.col(f"_{code}"), 1 << i).otherwise(0) for i, code in enumerate(REASON_CODES)),
+        F.lit(0),
+    )
+    kept = [c for c in bronze.columns if c != "event"]
+    kept = [*(kept if "raw_bytes" in kept else [*kept, "raw_bytes"]), "event"]
+    return checked.select(*kept, *_TYPED, bits.alias(REASON_BITS_COLUMN))
 
 
 def split(classified: DataFrame) -> tuple[DataFrame, DataFrame]:
     """A :func:`classify` frame -> ``(valid, quarantined)`` (see :func:`validate`)."""
-    failed = F.size(REASONS_COLUMN) > 0
+    failed = F.col(REASON_BITS_COLUMN) != 0
     valid = classified.where(~failed).select(*_silver_columns())
     quarantined = classified.where(failed).select(
         "raw_value",
@@ -107,7 +120,7 @@ def split(classified: DataFrame) -> tuple[DataFrame, DataFrame]:
         "kafka_topic",
         "kafka_partition",
         "kafka_offset",
-        F.col(REASONS_COLUMN).alias("reasons"),
+        reasons(F.col(REASON_BITS_COLUMN)).alias("reasons"),
         F.current_timestamp().alias("quarantined_at"),
         F.col("_order_id").alias("order_id"),
         "kafka_timestamp",
@@ -116,7 +129,24 @@ def split(classified: DataFrame) -> tuple[DataFrame, DataFrame]:
     return valid, quarantined.select(*QUARANTINE_SCHEMA.fieldNames())
 
 
-REASONS_COLUMN = "_reasons"
+REASON_BITS_COLUMN = "_reason_bits"
+_TYPED = ("_order_id", "_order_ts", "_price", "_quantity", "_total")
+
+
+def reason_codes(bits: int) -> list[str]:
+    """The codes of a ``_reason_bits`` value, in contract order."""
+    return [code for i, code in enumerate(REASON_CODES) if bits & (1 << i)]
+
+
+def reasons(bits: Column) -> Column:
+    """``_reason_bits`` -> the codes in contract order, built without a lambda so the
+    projection stays code-generated."""
+    parts = [
+        F.when(bits.bitwiseAND(1 << i) != 0, F.array(F.lit(code)))
+        for i, code in enumerate(REASON_CODES)
+    ]
+    empty = F.array().cast(T.ArrayType(T.StringType(), containsNull=False))
+    return F.concat(*(F.coalesce(part, empty) for part in parts))
 
 
 def first_per_order(valid: DataFrame) -> DataFrame:
@@ -148,9 +178,11 @@ def with_checks(bronze: DataFrame, categories: tuple[str, ...]) -> DataFrame:
     bronze = _with_raw_bytes(bronze)
     if "event" not in bronze.columns:  # a bare (raw_value + coordinates) frame
         payload = F.coalesce(F.col("raw_bytes").cast("string"), F.col("raw_value"))
-        bronze = bronze.withColumn("event", parse_event(payload))
+        bronze = with_event(bronze, payload)
+    # one scan of the payload for long digit runs, shared by price and quantity
     return (
-        bronze.select(
+        bronze.select("*", F.col("raw_value").rlike(LONG_NUMBER).alias("_long_number"))
+        .select(
             "*",
             F.col("event").isNotNull().alias("_object"),
             F.col("event.order_id").alias("_order_id"),
@@ -190,7 +222,7 @@ def _exact_number(name: str) -> Column:
     for those rows only instead of hoisting it as a common subexpression.
     """
     text = F.col(f"event.{name}")
-    suspect = (text.isNotNull() & F.col("raw_value").rlike(LONG_NUMBER)) | text.contains("Infinity")
+    suspect = (text.isNotNull() & F.col("_long_number")) | text.contains("Infinity")
     payload = F.regexp_replace("raw_value", _SURROGATE_ESCAPE, _PRIVATE_USE_ESCAPE)
     exact = F.try_variant_get(F.try_parse_json(payload), f"$.{name}", "variant")
     return F.when(suspect, exact).alias(f"_{name}_exact")
@@ -268,19 +300,11 @@ def _conditions(categories: tuple[str, ...]) -> Callable[[DataFrame], DataFrame]
         malformed = ~F.col("_object")
         return df.select(
             "*",
-            malformed.alias("_malformed"),
+            malformed.alias("_malformed_json"),
             *((~malformed & condition).alias(f"_{code}") for code, condition in conditions.items()),
         )
 
     return transform
-
-
-def _reasons() -> Column:
-    """Codes in contract order, built without a lambda so the projection stays code-generated."""
-    parts = [F.when(F.col("_malformed"), F.array(F.lit("malformed_json")))]
-    parts += [F.when(F.col(f"_{code}"), F.array(F.lit(code))) for code in _CHECKS]
-    empty = F.array().cast(T.ArrayType(T.StringType(), containsNull=False))
-    return F.concat(*(F.coalesce(part, empty) for part in parts))
 
 
 def _silver_columns() -> list[Column]:
