@@ -37,11 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark import StorageLevel
-from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from ecomstream.adapters.base import Environment, hook
+from ecomstream.contract import EVENT_FIELDS
 from ecomstream.jobs import metrics
 from ecomstream.jobs.arrow import to_arrow
 from ecomstream.jobs.ledger import Ledger
@@ -52,14 +51,22 @@ from ecomstream.schemas import (
     CATEGORY_SALES_SCHEMA,
     GOLD_PARTITION,
     LOCATION_SALES_SCHEMA,
+    QUARANTINE_SCHEMA,
     SILVER_SCHEMA,
 )
 from ecomstream.transforms.bronze import to_bronze
 from ecomstream.transforms.gold import window_seconds
-from ecomstream.transforms.silver import REASON_BITS_COLUMN, classify, reason_codes, split
+from ecomstream.transforms.silver import (
+    REASON_BITS_COLUMN,
+    classify,
+    reason_codes,
+    reasons,
+    typed_silver_columns,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
+    from pyspark.sql.types import StructType
 
 # Test hook, never set in production: "<point>[:<batch>]" ends the process (os._exit, no
 # clean-up) right after that point of a batch: "source" (batch read and checked, nothing
@@ -150,75 +157,70 @@ class MedallionBatch:
 
     def process(self, kafka_df: DataFrame, batch_id: int) -> BatchFigures:
         started = metrics.utcnow()
-        # read from Kafka, parsed and checked once: every write below reads this cache
-        checked = classify(to_bronze(kafka_df), self.settings.categories).persist(
-            StorageLevel.MEMORY_AND_DISK
-        )
-        try:
-            figures = BatchFigures()
-            lap = time.monotonic()
-            facts = self._facts(checked)
-            if facts.num_rows == 0:
-                return figures
-            lap = figures.lap("read", lap)
-            crash_point("source", batch_id)
-            self._count(facts, figures)
-            valid, quarantined = split(checked)
-            new_orders = self._new_orders(valid, facts, figures, batch_id)
-            lap = figures.lap("decide", lap)
-
-            received = checked.select(*BRONZE_SCHEMA.fieldNames())
-            writes: list[tuple[str, Callable[[], bool]]] = [
-                ("bronze/orders", lambda: self._append("bronze/orders", received, batch_id)),
-                ("metrics/pipeline_batches", lambda: self._metrics(figures, batch_id, started)),
-            ]
-            if figures.quarantined:
-                writes.append(
-                    (
-                        "silver/quarantine",
-                        lambda: self._append("silver/quarantine", quarantined, batch_id),
-                    )
-                )
-            if figures.inserted:
-                writes.append(("silver/orders", lambda: self._silver(new_orders, batch_id)))
-                for key in GOLD:
-                    writes.append((key, self._gold_write(key, figures, batch_id)))
-            self._run(writes, batch_id, figures)
-            figures.lap("writes", lap)
-            log.info(
-                json.dumps({"event": "batch_phases", "batch_id": batch_id, **figures.phases_ms})
-            )
+        figures = BatchFigures()
+        lap = time.monotonic()
+        batch = self._collect(kafka_df)
+        if batch.num_rows == 0:
             return figures
-        finally:
-            checked.unpersist()
+        lap = figures.lap("read", lap)
+        crash_point("source", batch_id)
+        self._count(batch, figures)
+        bits = batch.column(REASON_BITS_COLUMN)
+        valid = batch.filter(pc.equal(bits, 0))
+        new = valid.filter(self._new_mask(valid, batch_id))
+        self._sales(new, figures)
+        received = _columns(batch, BRONZE_SCHEMA.fieldNames())
+        quarantined = _quarantine_rows(batch.filter(pc.not_equal(bits, 0)))
+        orders = _silver_rows(new)
+        lap = figures.lap("decide", lap)
+
+        writes: list[tuple[str, Callable[[], bool]]] = [
+            ("bronze/orders", self._append("bronze/orders", received, BRONZE_SCHEMA, batch_id)),
+            ("metrics/pipeline_batches", lambda: self._metrics(figures, batch_id, started)),
+        ]
+        if figures.quarantined:
+            write = self._append("silver/quarantine", quarantined, QUARANTINE_SCHEMA, batch_id)
+            writes.append(("silver/quarantine", write))
+        if figures.inserted:
+            writes.append(("silver/orders", lambda: self._silver(orders, batch_id)))
+            for key in GOLD:
+                writes.append((key, self._gold_write(key, figures, batch_id)))
+        self._run(writes, batch_id, figures)
+        figures.lap("writes", lap)
+        log.info(json.dumps({"event": "batch_phases", "batch_id": batch_id, **figures.phases_ms}))
+        return figures
 
     # -- what each write needs -------------------------------------------------------------------
-    def _facts(self, checked: DataFrame) -> pa.Table:
-        """The one Spark job before the writes: it fills the cache and brings to the driver, as
-        Arrow, each record's coordinates and reason bits and, for a valid record, the little
-        that deduplication and gold need. Everything else the writes need is decided from this
-        on the driver, in vectorised Arrow compute, instead of in more Spark jobs."""
-        valid = F.col(REASON_BITS_COLUMN) == 0
+    def _collect(self, kafka_df: DataFrame) -> pa.Table:
+        return self.collected(kafka_df).toArrow()
+
+    def collected(self, kafka_df: DataFrame) -> DataFrame:
+        """The batch's one Spark job: every record parsed and checked, brought to the driver as
+        Arrow with what every write needs (bronze's columns, the reason bits, silver's typed
+        columns and gold's inputs for a valid record, quarantine's reasons for the others).
+        Deduplication, the silver probe and gold's increments are then decided on the driver in
+        vectorised Arrow compute, and the tables written from there: no cache, no second job.
+        docs/pipeline.md has the figures behind this."""
+        checked = classify(to_bronze(kafka_df), self.settings.categories)
+        bits = F.col(REASON_BITS_COLUMN)
+        valid = bits == 0
         micros = F.unix_micros("_order_ts")
         size = round(window_seconds(self.settings.window) * 1_000_000)
-
-        def when_valid(column: Column, name: str) -> Column:
-            return F.when(valid, column).alias(name)
-
+        typed = {f"s_{name}": column for name, column in typed_silver_columns().items()}
+        gold = {
+            "g_ts": micros,
+            "g_window": micros - F.pmod(micros, F.lit(size)),
+            "g_units": F.col("_quantity").cast("long"),
+            "g_cents": (F.col("_total") * 100).cast("long"),
+        }
         return checked.select(
-            "kafka_topic",
-            "kafka_partition",
-            "kafka_offset",
+            *BRONZE_SCHEMA.fieldNames(),
             REASON_BITS_COLUMN,
-            when_valid(F.col("_order_id"), "order_id"),
-            when_valid(micros, "ts"),
-            when_valid(micros - F.pmod(micros, F.lit(size)), "window"),
-            when_valid(F.col("event.category"), "category"),
-            when_valid(F.col("event.country"), "country"),
-            when_valid(F.col("event.city"), "city"),
-            when_valid(F.col("_quantity").cast("long"), "units"),
-            when_valid((F.col("_total") * 100).cast("long"), "cents"),
-        ).toArrow()
+            *(F.when(valid, column).alias(name) for name, column in {**typed, **gold}.items()),
+            F.when(~valid, reasons(bits)).alias("q_reasons"),
+            F.when(~valid, F.col("_order_id")).alias("q_order_id"),
+            F.current_timestamp().alias("q_quarantined_at"),
+        )
 
     @staticmethod
     def _count(facts: pa.Table, figures: BatchFigures) -> None:
@@ -242,29 +244,22 @@ class MedallionBatch:
                 for code in reason_codes(value):
                     figures.reasons[code] = figures.reasons.get(code, 0) + n
 
-    def _new_orders(
-        self, valid: DataFrame, facts: pa.Table, figures: BatchFigures, batch_id: int
-    ) -> DataFrame:
-        """The valid records this batch adds to silver: the first per order id (lowest Kafka
-        partition, offset) among those silver does not hold yet. Decided on the driver from
-        ``facts``; the gold increments and figures follow from the same rows."""
-        rows = facts.filter(pc.equal(facts.column(REASON_BITS_COLUMN), 0))
+    def _new_mask(self, valid: pa.Table, batch_id: int) -> pa.ChunkedArray:
+        """Which valid records this batch adds to silver: the first per order id (lowest Kafka
+        partition, offset) among those silver does not hold yet."""
         key, silver = "silver/orders", self.table("silver/orders")
         if self.ledger.committed(key, silver, batch_id):
             # a replay after silver took this batch: what it took sits at our coordinates (and
             # the ids silver holds, read from it, already include them)
-            keep = self._held_coordinates(rows)
             self._new_ids = set()
-        else:
-            keep = _first_per_order(rows)
-            ids = rows.column("order_id")
-            already = self.order_ids.held(set(ids.to_pylist()))
-            if already:
-                keep = pc.and_(keep, pc.invert(pc.is_in(ids, value_set=pa.array(already))))
-            self._new_ids = set(pc.filter(ids, keep).to_pylist())
-        new = rows.filter(keep)
-        self._sales(new, figures)
-        return _rows_at(self.env.spark(), valid, rows, keep)
+            return self._held_coordinates(valid)
+        keep = _first_per_order(valid)
+        ids = valid.column("s_order_id")
+        already = self.order_ids.held(set(ids.to_pylist()))
+        if already:
+            keep = pc.and_(keep, pc.invert(pc.is_in(ids, value_set=pa.array(already))))
+        self._new_ids = set(pc.filter(ids, keep).to_pylist())
+        return keep
 
     def _held_coordinates(self, rows: pa.Table) -> pa.ChunkedArray:
         """Which of ``rows`` silver holds, by Kafka coordinates."""
@@ -298,12 +293,20 @@ class MedallionBatch:
         figures.inserted = new.num_rows
         if not new.num_rows:
             return
-        figures.newest_event = _from_micros(pc.max(new.column("ts")).as_py())
-        grain = ["window", "category", "country", "city"]
-        sums = new.group_by(grain, use_threads=False).aggregate(
-            [("units", "count"), ("units", "sum"), ("cents", "sum")]
+        figures.newest_event = _from_micros(pc.max(new.column("g_ts")).as_py())
+        event = new.column("event")
+        inputs = pa.table(
+            {
+                "window": new.column("g_window"),
+                **{k: pc.struct_field(event, k) for k in ("category", "country", "city")},
+                "units": new.column("g_units"),
+                "cents": new.column("g_cents"),
+            }
         )
-        for row in sums.to_pylist():
+        sums = inputs.group_by(["window", "category", "country", "city"], use_threads=False)
+        for row in sums.aggregate(
+            [("units", "count"), ("units", "sum"), ("cents", "sum")]
+        ).to_pylist():
             n, units, cents = row["units_count"], row["units_sum"], row["cents_sum"]
             window = _from_micros(row["window"])
             for key, (_, keys) in GOLD.items():
@@ -313,13 +316,14 @@ class MedallionBatch:
                 measures[1] += units
                 measures[2] += cents
 
-    def _append(self, key: str, rows: DataFrame, batch_id: int) -> bool:
-        return self.ledger.append(rows, key, self.table(key), batch_id)
+    def _append(
+        self, key: str, rows: pa.Table, schema: StructType, batch_id: int
+    ) -> Callable[[], bool]:
+        return lambda: self.ledger.append_rows(rows, schema, key, self.table(key), batch_id)
 
-    def _silver(self, orders: DataFrame, batch_id: int) -> bool:
+    def _silver(self, orders: pa.Table, batch_id: int) -> bool:
         key = "silver/orders"
-        rows = orders.select(*SILVER_SCHEMA.fieldNames())
-        if not self.ledger.append(rows, key, self.table(key), batch_id):
+        if not self.ledger.append_rows(orders, SILVER_SCHEMA, key, self.table(key), batch_id):
             return False
         self.order_ids.add(self._new_ids)
         return True
@@ -415,9 +419,6 @@ class MedallionBatch:
         self._pool.shutdown(wait=True)
 
 
-# Above this many coordinates, the new orders are picked by a join with a frame of them rather
-# than by an IN list in the plan.
-_MAX_LISTED = 20_000
 _EPOCH = dt.datetime(1970, 1, 1)
 
 
@@ -434,7 +435,7 @@ def _first_per_order(rows: pa.Table) -> pa.ChunkedArray:
     order = pc.sort_indices(
         rows, sort_keys=[("kafka_partition", "ascending"), ("kafka_offset", "ascending")]
     )
-    ids = pc.take(rows.column("order_id"), order)
+    ids = pc.take(rows.column("s_order_id"), order)
     ranked = pa.table({"id": ids, "rank": pa.array(range(rows.num_rows), pa.int64())})
     firsts = ranked.group_by("id", use_threads=False).aggregate([("rank", "min")])
     first_positions = pc.take(order, firsts.column("rank_min"))
@@ -462,30 +463,29 @@ def _offsets_by_partition(rows: pa.Table) -> dict[tuple[str, int], list[int]]:
     return out
 
 
-def _rows_at(spark: Any, valid: DataFrame, rows: pa.Table, keep: pa.ChunkedArray) -> DataFrame:
-    """The rows of ``valid`` that ``keep`` marks in ``rows`` (its coordinates, in the same
-    records), selected by whichever list is shorter: the kept or the dropped coordinates."""
-    kept = int(pc.sum(keep).as_py() or 0)
-    if kept == rows.num_rows:
-        return valid
-    if kept == 0:
-        return valid.limit(0)
-    listed = rows.filter(keep) if kept <= rows.num_rows - kept else rows.filter(pc.invert(keep))
-    inside = kept <= rows.num_rows - kept
-    if listed.num_rows > _MAX_LISTED:
-        frame = spark.createDataFrame(
-            listed.select(["kafka_topic", "kafka_partition", "kafka_offset"])
-        )
-        how = "left_semi" if inside else "left_anti"
-        coordinates = ["kafka_topic", "kafka_partition", "kafka_offset"]
-        return valid.join(F.broadcast(frame), coordinates, how)
-    condition: Column | None = None
-    for (topic, partition), offsets in _offsets_by_partition(listed).items():
-        here = (
-            (F.col("kafka_topic") == topic)
-            & (F.col("kafka_partition") == partition)
-            & F.col("kafka_offset").isin(offsets)
-        )
-        condition = here if condition is None else condition | here
-    assert condition is not None
-    return valid.where(condition if inside else ~condition)
+def _columns(rows: pa.Table, names: list[str], prefix: dict[str, str] | None = None) -> pa.Table:
+    """``names`` of ``rows`` (a name in ``prefix`` read from that column instead)."""
+    prefix = prefix or {}
+    return pa.table({name: rows.column(prefix.get(name, name)) for name in names})
+
+
+def _quarantine_rows(rows: pa.Table) -> pa.Table:
+    return _columns(
+        rows,
+        QUARANTINE_SCHEMA.fieldNames(),
+        {"reasons": "q_reasons", "order_id": "q_order_id", "quarantined_at": "q_quarantined_at"},
+    )
+
+
+def _silver_rows(rows: pa.Table) -> pa.Table:
+    """Silver's columns: typed ones from the ``s_`` columns, texts from the event struct."""
+    event = rows.column("event")
+    columns = {}
+    for name in SILVER_SCHEMA.fieldNames():
+        if f"s_{name}" in rows.column_names:
+            columns[name] = rows.column(f"s_{name}")
+        elif name in EVENT_FIELDS:
+            columns[name] = pc.struct_field(event, name)
+        else:
+            columns[name] = rows.column(name)
+    return pa.table(columns)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ecomstream.cli import add_option
-from ecomstream.jobs.settings import DEFAULT_MAX_BYTES_PER_TRIGGER
+from ecomstream.jobs.settings import DEFAULT_MAX_BYTES_PER_TRIGGER, DEFAULT_MAX_OFFSETS_PER_TRIGGER
 from ecomstream.paths import DEFAULT_DATA_DIR
 
 
@@ -43,8 +43,8 @@ def register(subparsers: Any) -> None:
         parser,
         "--max-offsets-per-trigger",
         type=int,
-        default=500_000,
-        help="records per bronze micro-batch at most",
+        default=DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+        help="records per micro-batch at most",
     )
     add_option(
         parser,

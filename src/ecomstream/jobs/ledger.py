@@ -21,10 +21,11 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from ecomstream.adapters.base import TableRef
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
@@ -137,6 +138,7 @@ class Ledger:
         from deltalake import CommitProperties, write_deltalake
 
         delta = self._delta_rs(local)
+        rows = _as_table_schema(rows, delta)
         properties = CommitProperties(custom_metadata={"userMetadata": marker(self.writer, batch)})
         if replace_where is None:
             write_deltalake(delta, rows, mode="append", commit_properties=properties)
@@ -186,3 +188,13 @@ class Ledger:
             if depth is not None and found < depth:
                 break
         return -1
+
+
+def _as_table_schema(rows: pa.Table, delta: Any) -> pa.Table:
+    """``rows`` in the table's own Arrow types, column order and nullability (Spark's Arrow
+    export and pyarrow's defaults differ from delta-rs's in list field names and not-null
+    flags only; a value that does not fit fails the cast, and so the write)."""
+    target = pa.schema(delta.schema().to_arrow())
+    if rows.schema == target:
+        return rows
+    return rows.select(target.names).cast(target)

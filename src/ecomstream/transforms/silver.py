@@ -308,9 +308,19 @@ def _conditions(categories: tuple[str, ...]) -> Callable[[DataFrame], DataFrame]
 
 
 def _silver_columns() -> list[Column]:
-    seconds = F.unix_seconds("_order_ts")
     event = {name: F.col(f"event.{name}") for name in ORDER_EVENT_SCHEMA.fieldNames()}
-    typed = {
+    columns = {**event, **typed_silver_columns()}
+    return [
+        (columns[name] if name in columns else F.col(name)).alias(name)
+        for name in SILVER_SCHEMA.fieldNames()
+    ]
+
+
+def typed_silver_columns() -> dict[str, Column]:
+    """The silver columns that are not an event field's text or a bronze column, from a
+    :func:`classify` frame: typed fields and derived columns."""
+    seconds = F.unix_seconds("_order_ts")
+    return {
         "order_id": F.col("_order_id"),
         "order_timestamp": F.col("_order_ts"),
         "price": F.col("_price"),
@@ -321,11 +331,6 @@ def _silver_columns() -> list[Column]:
         "order_hour": F.floor(F.pmod(seconds, F.lit(86400)) / 3600).cast("int"),
         "price_band": price_band(F.col("_price")),
     }
-    columns = {**event, **typed}
-    return [
-        (columns[name] if name in columns else F.col(name)).alias(name)
-        for name in SILVER_SCHEMA.fieldNames()
-    ]
 
 
 def price_band(price: Column) -> Column:
