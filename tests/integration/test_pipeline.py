@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tests.integration.test_pipeline_checks import (
     record,
     run_cli,
     tables,
+    wait_for_layers,
 )
 from tests.kafka_helpers import send_all
 
@@ -176,24 +176,6 @@ def test_a_data_dir_bound_to_another_topic_is_refused(
         assert "gold windows of '1 minute'" in _one_clear_line(done)
 
 
-def _wait_for_layers(spark, data_dir: Path, run: Running, n: int, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    """Until the metrics say silver inserted ``n`` orders and gold aggregated ``n``."""
-    deadline = time.monotonic() + timeout
-    silver = gold = 0
-    while time.monotonic() < deadline:
-        if (data_dir / "metrics/pipeline_batches/_delta_log").exists():
-            rows = metrics_rows(spark, data_dir)
-            silver = sum(r.silver_rows or 0 for r in rows if r.query == "silver")
-            gold = sum(r.input_rows or 0 for r in rows if r.query == "gold")
-            if silver == n and gold == n:
-                return
-        assert run.proc.poll() is None, run.output()[-3000:]
-        time.sleep(2)
-    raise AssertionError(
-        f"continuous mode did not reach {n}: silver {silver}, gold {gold}\n{run.output()[-3000:]}"
-    )
-
-
 def test_continuous_mode_keeps_up_and_sigterm_stops_cleanly(
     spark, kafka_broker: Broker, tmp_path: Path
 ):
@@ -206,10 +188,10 @@ def test_continuous_mode_keeps_up_and_sigterm_stops_cleanly(
         "--bootstrap-servers", kafka_broker.bootstrap, "--topic", topic,
     )  # fmt: skip
     try:
-        _wait_for_layers(spark, data_dir, run, 50, timeout=600)
+        wait_for_layers(spark, data_dir, run, 50, timeout=600)
         second = [record(order(f"o{i}", i / 10)) for i in range(40, 80)]  # 10 duplicates
         send_all(kafka_broker.bootstrap, topic, second)
-        _wait_for_layers(spark, data_dir, run, 80, timeout=400)
+        wait_for_layers(spark, data_dir, run, 80, timeout=400)
         run.proc.send_signal(signal.SIGTERM)
         assert run.proc.wait(timeout=120) == 0, run.output()
     finally:

@@ -148,9 +148,15 @@ def _bronze_raw(value: bytes | None) -> tuple[bytes | None, bytes | None]:
 
 
 def assert_exact(
-    spark: Any, data_dir: Path, on_topic: list[tuple[bytes | None, bytes]], window: str = "1 minute"
+    spark: Any,
+    data_dir: Path,
+    on_topic: list[tuple[bytes | None, bytes]],
+    window: str = "1 minute",
+    categories: tuple[str, ...] | None = None,
 ) -> dict[str, int]:
-    """Every table is exactly what the contract says for the records ``on_topic``."""
+    """Every table is exactly what the contract says for the records ``on_topic`` (checked
+    against ``categories`` when the run was given its own catalogue)."""
+    from ecomstream.catalogue import DEFAULT_CATEGORIES
     from ecomstream.transforms.gold import category_sales, location_sales
     from ecomstream.transforms.silver import first_per_order, validate
 
@@ -165,7 +171,7 @@ def assert_exact(
         _bronze_raw(v) for _, v in on_topic
     ), "bronze is not exactly the records on the topic"
 
-    valid, quarantined = validate(bronze)
+    valid, quarantined = validate(bronze, categories or DEFAULT_CATEGORIES)
     silver_cols = ["order_id", "kafka_partition", "kafka_offset", "order_timestamp", "price",
                    "quantity", "total_amount", "category", "country", "city"]  # fmt: skip
     expected_silver = _rows(first_per_order(valid), silver_cols)
@@ -206,3 +212,26 @@ def assert_exact(
 def metrics_rows(spark: Any, data_dir: Path) -> list[Any]:
     path = str(data_dir / "metrics/pipeline_batches")
     return list(spark.read.format("delta").load(path).collect())
+
+
+def wait_for_layers(
+    spark: Any, data_dir: Path, run: Running, n: int, timeout: float, quarantined: int | None = None
+) -> None:
+    """Until the metrics say silver inserted ``n`` orders and gold aggregated ``n`` (and, when
+    given, silver quarantined ``quarantined`` rows)."""
+    deadline = time.monotonic() + timeout
+    silver = quarantine = gold = 0
+    while time.monotonic() < deadline:
+        if (data_dir / "metrics/pipeline_batches/_delta_log").exists():
+            rows = metrics_rows(spark, data_dir)
+            silver = sum(r.silver_rows or 0 for r in rows if r.query == "silver")
+            quarantine = sum(r.quarantine_rows or 0 for r in rows if r.query == "silver")
+            gold = sum(r.input_rows or 0 for r in rows if r.query == "gold")
+            if silver == n and gold == n and quarantined in (None, quarantine):
+                return
+        assert run.proc.poll() is None, run.output()[-3000:]
+        time.sleep(2)
+    raise AssertionError(
+        f"continuous mode did not reach {n} ({quarantined} quarantined): silver {silver}, "
+        f"quarantine {quarantine}, gold {gold}\n{run.output()[-3000:]}"
+    )
