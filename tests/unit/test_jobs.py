@@ -187,23 +187,48 @@ def test_warm_up_runs_every_layer_on_one_good_and_one_bad_record(spark):
     assert warm_up(spark) == (1, 1)
 
 
-def test_waiting_for_the_topic_also_waits_for_the_broker(tmp_path: Path):
+def test_waiting_for_the_topic_also_waits_for_the_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Proves --wait-for-topic also retries an unreachable broker: without that, preflight gives
+    # up after its first attempt. The adapter's clock is a fake one that moves only when it
+    # sleeps, so "waited 1.5 s" is checked on the clock it uses, not on the wall clock (one real
+    # attempt alone takes KAFKA_TIMEOUT_MS, which is why each attempt here is kept short).
     import socket
-    import time
+    import types
+
+    from ecomstream.adapters import local
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again below: nothing listens there
+    clock = types.SimpleNamespace(now=0.0)
+
+    def fake_sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    monkeypatch.setattr(
+        local, "time", types.SimpleNamespace(monotonic=lambda: clock.now, sleep=fake_sleep)
+    )
+    monkeypatch.setattr(local, "KAFKA_TIMEOUT_MS", 300)
+    attempts: list[float] = []
+    real_list_topics = LocalEnvironment._list_topics
+
+    def counted(self: LocalEnvironment) -> set[str]:
+        attempts.append(clock.now)
+        return real_list_topics(self)
+
+    monkeypatch.setattr(LocalEnvironment, "_list_topics", counted)
     env = LocalEnvironment(
         bootstrap_servers=f"127.0.0.1:{port}",
         topic="t",
         data_dir=tmp_path,
         wait_for_topic_s=1.5,
     )
-    started = time.monotonic()
     with pytest.raises(EcomstreamError, match="unreachable"):
         env.preflight()
-    assert time.monotonic() - started >= 1.5
+    assert len(attempts) >= 2, attempts  # it tried again ...
+    assert attempts[0] == 0.0 and attempts[-1] >= 1.5, attempts  # ... until the bound ran out
 
 
 # --- the ledger: idempotent writes by the batch id in the commit ------------------------------
