@@ -140,7 +140,14 @@ def test_ctrl_c_during_start_up_leaves_nothing_running(tmp_path: Path) -> None:
         if line.startswith("broker: starting"):
             break
     assert seen and seen[-1].startswith("broker: starting"), "".join(seen)
-    time.sleep(1.5)  # inside broker.start(): formatting storage or waiting for the JVM
+    # inside broker.start(): a JVM of the broker's dir runs (formatting storage, or the broker
+    # itself before it is ready), so the interrupt has a process to clean up
+    kdir = broker.kafka_dir(data_dir)
+    deadline = time.monotonic() + 120
+    while not java_processes_for(kdir):
+        assert proc.poll() is None, f"demo exited {proc.returncode} before its broker's JVM"
+        assert time.monotonic() < deadline, "no JVM for the broker's dir within 120 s"
+        time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     text = "".join(seen) + out
