@@ -1,8 +1,10 @@
 """One micro-batch of Kafka records through every layer: bronze, quarantine, silver, gold.
 
-The batch is parsed and checked once and cached; a handful of small Spark jobs then answer
-what the writes need to know (counts, reasons, which order ids silver already holds, which
-windows the new orders touch), and the table writes run side by side, each its own commit:
+Spark does the per-record work in ONE job: the batch is read, parsed, checked and projected to
+every column the writes need, and comes to the driver as Arrow. What is per batch is decided
+there in vectorised Arrow compute (counts and reasons, the first record per order id, which ids
+silver already holds, the new orders' sales per window), and the tables are written side by
+side, each its own commit (delta-rs for a local table, Spark for a catalog table):
 
 * ``bronze/orders``: every record, as received;
 * ``silver/quarantine``: the rejected records with their reasons;
