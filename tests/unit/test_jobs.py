@@ -497,13 +497,18 @@ def test_arrow_rows_must_match_the_schema_column_for_column():
 def reads(monkeypatch) -> list[str]:
     """Every TableRef.read of the test, by table path."""
     seen: list[str] = []
-    original = TableRef.read
+    original, original_arrow = TableRef.read, TableRef.read_arrow
 
     def counting(self: TableRef, spark):  # type: ignore[no-untyped-def]
         seen.append(str(self))
         return original(self, spark)
 
+    def counting_arrow(self: TableRef, spark, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(str(self))
+        return original_arrow(self, spark, *args, **kwargs)
+
     monkeypatch.setattr(TableRef, "read", counting)
+    monkeypatch.setattr(TableRef, "read_arrow", counting_arrow)
     return seen
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from delta.tables import DeltaTable
     from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
     from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
@@ -59,6 +61,30 @@ class TableRef:
         reader = spark.read.format("delta")
         return reader.load(self.path) if self.path is not None else reader.table(str(self.name))
 
+    def read_arrow(
+        self,
+        spark: SparkSession,
+        columns: list[str],
+        where_in: tuple[str, list[int]] | None = None,
+    ) -> pa.Table:
+        """``columns`` of the rows (whose partition column ``where_in[0]`` is one of
+        ``where_in[1]``) as Arrow: read by delta-rs when the table is local (no Spark job: this
+        is on a restart's critical path), else by Spark."""
+        local = self.local_path()
+        if local is not None:
+            from deltalake import DeltaTable
+
+            partitions = None
+            if where_in is not None:
+                partitions = [(where_in[0], "in", [str(v) for v in where_in[1]])]
+            return DeltaTable(local).to_pyarrow_table(partitions=partitions, columns=columns)
+        df = self.read(spark)
+        if where_in is not None:
+            from pyspark.sql import functions as F
+
+            df = df.where(F.col(where_in[0]).isin(where_in[1]))
+        return df.select(*columns).toArrow()
+
     def read_stream(self, spark: SparkSession, **options: str) -> DataFrame:
         reader = spark.readStream.format("delta").options(**options)
         return reader.load(self.path) if self.path is not None else reader.table(str(self.name))
@@ -83,6 +109,11 @@ class TableRef:
     ) -> None:
         from delta.tables import DeltaTable
 
+        local = self.local_path()
+        if local is not None and any(Path(local, "_delta_log").glob("*.json")):
+            # exists: CREATE IF NOT EXISTS would be a no-op that still loads the table's
+            # snapshot through Spark (a second or more per table at every start)
+            return
         builder = DeltaTable.createIfNotExists(spark).addColumns(schema)
         for key, value in (properties or {}).items():
             builder = builder.property(key, value)

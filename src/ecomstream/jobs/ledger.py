@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from ecomstream.adapters.base import TableRef
+from ecomstream.errors import EcomstreamError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -166,6 +167,24 @@ class Ledger:
         handle.update_incremental()
         return handle
 
+    def _read_last_local(self, path: str) -> int:
+        """:meth:`_read_last` through delta-rs: the same commit infos, read from the log in
+        milliseconds where Spark's ``history()`` is a job (seconds on a cold JVM, and a
+        restart reads every table's)."""
+        from deltalake import DeltaTable
+
+        delta = DeltaTable(path)
+        for depth in (HISTORY_DEPTH, None):
+            commits = delta.history(depth)
+            commits.sort(key=lambda c: int(c.get("version", -1)), reverse=True)
+            for commit in commits:
+                batch = parse_marker(commit.get("userMetadata"), self.writer)
+                if batch is not None:
+                    return batch
+            if depth is not None and len(commits) < depth:
+                break
+        return -1
+
     def _save(self, writer: Any, key: str, table: TableRef, batch: int) -> bool:
         if self.committed(key, table, batch):
             return False
@@ -175,6 +194,9 @@ class Ledger:
         return True
 
     def _read_last(self, table: TableRef) -> int:
+        local = table.local_path()
+        if local is not None:
+            return self._read_last_local(local)
         delta = table.delta_table(self.spark)
         for depth in (HISTORY_DEPTH, None):
             history = delta.history(depth) if depth else delta.history()
@@ -197,4 +219,10 @@ def _as_table_schema(rows: pa.Table, delta: Any) -> pa.Table:
     target = pa.schema(delta.schema().to_arrow())
     if rows.schema == target:
         return rows
+    missing = [name for name in rows.column_names if name not in target.names]
+    if missing:  # never drop a column silently: a table from an older version lacks it
+        raise EcomstreamError(
+            f"table {delta.table_uri} has no column {', '.join(missing)}: it was created by an "
+            "older ecomstream; add the column (ALTER TABLE ... ADD COLUMNS) or start a new data dir"
+        )
     return rows.select(target.names).cast(target)

@@ -23,8 +23,6 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from pyspark.sql import functions as F
-
 from ecomstream.adapters.base import TableRef
 
 if TYPE_CHECKING:
@@ -46,7 +44,8 @@ class OrderIds:
 
     def _load(self) -> set[str]:
         if self._ids is None:
-            table = self._silver.read(self._spark).select("order_id").toArrow()
+            # delta-rs for a local table: no Spark job on the restart's critical path
+            table = self._silver.read_arrow(self._spark, ["order_id"])
             self._ids = set(table.column("order_id").to_pylist())
         return self._ids
 
@@ -131,10 +130,11 @@ class GoldHours:
         if not hours:
             return
         found: dict[int, dict[tuple[dt.datetime, Key], Measures]] = {h: {} for h in hours}
-        selected = self._table.read(self._spark).where(F.col("window_hour").isin(hours))
-        for r in selected.select(
-            "window_hour", "window_start", *self.keys, "order_count", "units_sold", "revenue"
-        ).collect():
+        columns = ["window_hour", "window_start", *self.keys, "order_count", "units_sold"]
+        columns.append("revenue")
+        table = self._table.read_arrow(self._spark, columns, ("window_hour", hours))
+        rows = [{**r, "window_start": _naive_utc(r["window_start"])} for r in table.to_pylist()]
+        for r in rows:
             key = tuple(r[k] for k in self.keys)
             cents = int(r["revenue"] * CENTS)
             measures = [int(r["order_count"]), int(r["units_sold"]), cents]
@@ -150,3 +150,8 @@ def epoch_hour(start: dt.datetime) -> int:
 def _sortable(item: tuple[tuple[dt.datetime, Key], Measures]) -> tuple[Any, ...]:
     (window, key), _ = item
     return (window, *((k is None, "" if k is None else str(k)) for k in key))
+
+
+def _naive_utc(value: dt.datetime) -> dt.datetime:
+    """A timestamp read by pyarrow (UTC-aware) as the naive UTC datetime Spark's collect gives."""
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
