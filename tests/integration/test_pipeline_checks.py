@@ -1,8 +1,8 @@
 """Shared by the pipeline and crash tests: build order records, run the CLI, check the tables.
 
 ``assert_exact`` is the whole-pipeline oracle: bronze holds every record on the topic exactly
-once; silver and quarantine equal the pure transforms applied in batch to bronze (first valid
-row per order_id, every rejected row once); gold equals the batch aggregate of silver, exactly.
+once; silver, quarantine and gold equal what the plain-Python contract model
+(tests/unit/contract_model.py, independent of ``src/``) says for those records, every column.
 """
 
 from __future__ import annotations
@@ -147,6 +147,20 @@ def _bronze_raw(value: bytes | None) -> tuple[bytes | None, bytes | None]:
     return text, (None if text == value else value)
 
 
+SILVER_COLUMNS = [
+    "order_id", "order_timestamp", "customer_id", "product_id", "product_name", "category",
+    "price", "quantity", "currency", "payment_method", "city", "state", "country",
+    "total_amount", "order_date", "order_hour", "price_band", "kafka_partition", "kafka_offset",
+]  # fmt: skip
+CATEGORY_COLUMNS = [
+    "window_start", "window_end", "category", "order_count", "units_sold", "revenue",
+    "avg_order_value",
+]  # fmt: skip
+LOCATION_COLUMNS = [
+    "window_start", "window_end", "country", "city", "order_count", "units_sold", "revenue",
+]  # fmt: skip
+
+
 def assert_exact(
     spark: Any,
     data_dir: Path,
@@ -155,10 +169,15 @@ def assert_exact(
     categories: tuple[str, ...] | None = None,
 ) -> dict[str, int]:
     """Every table is exactly what the contract says for the records ``on_topic`` (checked
-    against ``categories`` when the run was given its own catalogue)."""
+    against ``categories`` when the run was given its own catalogue).
+
+    The oracle is tests/unit/contract_model.py, plain Python written from the contract and
+    independent of ``src/``: bronze must hold every record on the topic once; the model, fed
+    bronze's records in (partition, offset) order, says which ones silver holds (every silver
+    column compared), which ones quarantine holds with which reasons, and what every gold row is.
+    """
     from ecomstream.catalogue import DEFAULT_CATEGORIES
-    from ecomstream.transforms.gold import category_sales, location_sales
-    from ecomstream.transforms.silver import first_per_order, validate
+    from tests.unit import contract_model as model
 
     t = tables(spark, data_dir)
     bronze = t["bronze/orders"]
@@ -166,46 +185,56 @@ def assert_exact(
     dupes = [c for c, n in coords.items() if n > 1]
     assert not dupes, f"bronze holds {len(dupes)} Kafka records more than once, e.g. {dupes[:3]}"
     # raw_value as its bytes: collect() would decode it in the JVM, hiding invalid UTF-8
-    raw = bronze.selectExpr("CAST(raw_value AS BINARY) AS text", "raw_bytes").collect()
+    raw = bronze.selectExpr(
+        "kafka_partition", "kafka_offset", "CAST(raw_value AS BINARY) AS text", "raw_bytes"
+    ).collect()
     assert Counter((_hashable(r.text), _hashable(r.raw_bytes)) for r in raw) == Counter(
         _bronze_raw(v) for _, v in on_topic
     ), "bronze is not exactly the records on the topic"
 
-    valid, quarantined = validate(bronze, categories or DEFAULT_CATEGORIES)
-    silver_cols = ["order_id", "kafka_partition", "kafka_offset", "order_timestamp", "price",
-                   "quantity", "total_amount", "category", "country", "city"]  # fmt: skip
-    expected_silver = _rows(first_per_order(valid), silver_cols)
-    got_silver = _rows(t["silver/orders"], silver_cols)
+    # the payloads as sent: raw_bytes when the payload was not UTF-8, else raw_value's bytes
+    records = [(r.kafka_partition, r.kafka_offset, _hashable(r.raw_bytes or r.text)) for r in raw]
+    outcome = model.run(records, categories or DEFAULT_CATEGORIES)
+    expected_silver = Counter(
+        tuple(row[c] for c in SILVER_COLUMNS) for row in outcome.silver.values()
+    )
+    got_silver = _rows(t["silver/orders"], SILVER_COLUMNS)
     assert got_silver == expected_silver, (
-        f"silver differs: {sum((got_silver - expected_silver).values())} unexpected rows, "
-        f"{sum((expected_silver - got_silver).values())} missing"
+        f"silver differs from the contract model: "
+        f"{sorted((got_silver - expected_silver).elements())[:2]} unexpected, "
+        f"{sorted((expected_silver - got_silver).elements())[:2]} missing"
+    )
+    expected_q = Counter(
+        (p, o, *outcome.raw[(p, o)], tuple(codes)) for (p, o), codes in outcome.quarantine.items()
     )
     q_cols = ["kafka_partition", "kafka_offset", "raw_value", "raw_bytes", "reasons"]
-    expected_q, got_q = _rows(quarantined, q_cols), _rows(t["silver/quarantine"], q_cols)
+    got_q = _rows(t["silver/quarantine"], q_cols)
     assert got_q == expected_q, (
-        f"quarantine differs: {sum((got_q - expected_q).values())} unexpected rows, "
-        f"{sum((expected_q - got_q).values())} missing"
+        f"quarantine differs from the contract model: "
+        f"{sorted((got_q - expected_q).elements(), key=str)[:2]} unexpected, "
+        f"{sorted((expected_q - got_q).elements(), key=str)[:2]} missing"
     )
 
-    silver = t["silver/orders"]
-    for name, aggregate in (
-        ("gold/category_sales", category_sales),
-        ("gold/location_sales", location_sales),
+    from ecomstream.transforms.gold import window_seconds  # the --window syntax, not a rule
+
+    seconds = window_seconds(window)
+    silver_rows = list(outcome.silver.values())
+    for name, columns, aggregate in (
+        ("gold/category_sales", CATEGORY_COLUMNS, model.category_sales),
+        ("gold/location_sales", LOCATION_COLUMNS, model.location_sales),
     ):
-        expected = aggregate(silver, window)
-        cols = expected.columns
-        got_rows, want_rows = _rows(t[name], cols), _rows(expected, cols)
-        assert got_rows == want_rows, (
-            f"{name} differs from the batch aggregate of silver: "
-            f"{sorted((got_rows - want_rows).elements())[:3]} vs "
-            f"{sorted((want_rows - got_rows).elements())[:3]}"
+        want = Counter((*k, *v) for k, v in aggregate(silver_rows, seconds).items())
+        got = _rows(t[name], columns)
+        assert got == want, (
+            f"{name} differs from the contract model's aggregate of silver: "
+            f"{sorted((got - want).elements(), key=str)[:3]} vs "
+            f"{sorted((want - got).elements(), key=str)[:3]}"
         )
-    n_valid = valid.count()
     return {
         "bronze": sum(coords.values()),
         "silver": sum(got_silver.values()),
         "quarantine": sum(got_q.values()),
-        "duplicates": n_valid - sum(got_silver.values()),
+        "duplicates": len(outcome.duplicates),
     }
 
 
