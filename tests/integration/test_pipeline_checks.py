@@ -199,20 +199,22 @@ def assert_exact(
         tuple(row[c] for c in SILVER_COLUMNS) for row in outcome.silver.values()
     )
     got_silver = _rows(t["silver/orders"], SILVER_COLUMNS)
+    extra, missing = got_silver - expected_silver, expected_silver - got_silver
     assert got_silver == expected_silver, (
-        f"silver differs from the contract model: "
-        f"{sorted((got_silver - expected_silver).elements())[:2]} unexpected, "
-        f"{sorted((expected_silver - got_silver).elements())[:2]} missing"
+        f"silver differs from the contract model: {extra.total()} unexpected rows "
+        f"(e.g. {sorted(extra.elements(), key=str)[:2]}), {missing.total()} missing "
+        f"(e.g. {sorted(missing.elements(), key=str)[:2]})"
     )
     expected_q = Counter(
         (p, o, *outcome.raw[(p, o)], tuple(codes)) for (p, o), codes in outcome.quarantine.items()
     )
     q_cols = ["kafka_partition", "kafka_offset", "raw_value", "raw_bytes", "reasons"]
     got_q = _rows(t["silver/quarantine"], q_cols)
+    extra, missing = got_q - expected_q, expected_q - got_q
     assert got_q == expected_q, (
-        f"quarantine differs from the contract model: "
-        f"{sorted((got_q - expected_q).elements(), key=str)[:2]} unexpected, "
-        f"{sorted((expected_q - got_q).elements(), key=str)[:2]} missing"
+        f"quarantine differs from the contract model: {extra.total()} unexpected rows "
+        f"(e.g. {sorted(extra.elements(), key=str)[:2]}), {missing.total()} missing "
+        f"(e.g. {sorted(missing.elements(), key=str)[:2]})"
     )
 
     from ecomstream.transforms.gold import window_seconds  # the --window syntax, not a rule
