@@ -181,11 +181,31 @@ def timezone_of(hours: int, minutes: int):  # type: ignore[no-untyped-def]
     return timezone(sign * timedelta(hours=abs(hours), minutes=minutes))
 
 
-event_times = st.builds(
-    lambda seconds, micros: BASE_TIME + timedelta(seconds=seconds, microseconds=micros),
-    # Late events reach hours back; most are within the last few minutes.
-    st.one_of(st.integers(-600, 600), st.integers(-6 * 3600, 0)),
-    st.integers(0, 999_999),
+# Instants where calendar arithmetic goes wrong first: day, month and year ends, a leap day,
+# the epoch (and before it, where truncating division differs from flooring), a pre-1970 year.
+BOUNDARIES = tuple(
+    datetime(*parts, tzinfo=UTC)
+    for parts in (
+        (2026, 12, 31, 23, 59, 59), (2027, 1, 1, 0, 0, 0), (2026, 11, 30, 23, 59, 30),
+        (2028, 2, 29, 12, 0, 0), (2028, 2, 28, 23, 59, 59), (2028, 3, 1, 0, 0, 0),
+        (1970, 1, 1, 0, 0, 0), (1969, 12, 31, 23, 59, 59), (1969, 12, 31, 23, 30, 0),
+        (1955, 6, 30, 23, 59, 59), (1900, 3, 1, 0, 0, 0),
+    )
+)  # fmt: skip
+
+event_times = st.one_of(
+    st.builds(
+        lambda seconds, micros: BASE_TIME + timedelta(seconds=seconds, microseconds=micros),
+        # Late events reach hours back; most are within the last few minutes.
+        st.one_of(st.integers(-600, 600), st.integers(-6 * 3600, 0)),
+        st.integers(0, 999_999),
+    ),
+    st.builds(
+        lambda base, seconds, micros: base + timedelta(seconds=seconds, microseconds=micros),
+        st.sampled_from(BOUNDARIES),
+        st.integers(-90, 90),
+        st.integers(0, 999_999),
+    ),
 )
 
 timestamps = st.builds(_timestamp_text, event_times, st.integers(0, 5))

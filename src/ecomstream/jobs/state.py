@@ -143,8 +143,14 @@ class GoldHours:
 
 
 def epoch_hour(start: dt.datetime) -> int:
-    """Hours since the epoch of a (naive UTC) window start: gold's partition value."""
-    return int(start.replace(tzinfo=dt.UTC).timestamp()) // 3600
+    """Hours since the epoch of a (naive UTC) window start, floored: gold's partition value.
+
+    In exact integer arithmetic: ``int(timestamp()) // 3600`` truncated a sub-second start
+    before 1970 (-0.5 s) towards zero and put it in hour 0 instead of hour -1."""
+    return (start.replace(tzinfo=None) - _EPOCH) // dt.timedelta(hours=1)
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
 
 
 def _sortable(item: tuple[tuple[dt.datetime, Key], Measures]) -> tuple[Any, ...]:
