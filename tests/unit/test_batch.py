@@ -516,3 +516,28 @@ def test_a_replayed_batch_changes_no_table(new_pipeline):
     run.restart()
     run.process(FIRST_BATCH, 0)
     assert (run.versions(), run.tables()) == (versions, tables)
+
+
+# --- d) maintenance changes no content ---------------------------------------------------------
+
+
+def test_table_maintenance_leaves_every_table_unchanged(new_pipeline):
+    """Protection: compaction is content-neutral (OPTIMIZE, dataChange=false). Two batches
+    leave several files per table; after compact() a table of several files holds fewer, and
+    every table holds exactly the same rows as before (and as the contract model says)."""
+    from ecomstream.jobs.maintenance import COMPACTED, compact
+
+    run = new_pipeline()
+    expected = Expected(window_seconds(run.window))
+    for batch_id, records in enumerate((FIRST_BATCH, SECOND_BATCH)):
+        run.process(records, batch_id)
+        expected.feed(records, batch_id)
+    before = run.tables()
+    files = {k: len(DeltaTable(run.env.table(k).local_path()).file_uris()) for k in COMPACTED}
+    removed = compact(run.env)
+    assert run.tables() == before
+    for key in COMPACTED:
+        after = len(DeltaTable(run.env.table(key).local_path()).file_uris())
+        assert after < files[key] if files[key] > 1 else after == files[key], (key, files, after)
+    assert sum(removed.values()) > 0  # there was something to compact
+    assert_tables_match(run, expected)
