@@ -168,11 +168,12 @@ class MedallionBatch:
         crash_point("source", batch_id)
         self._count(batch, figures)
         bits = batch.column(REASON_BITS_COLUMN)
-        valid = batch.filter(pc.equal(bits, 0))
-        new = valid.filter(self._new_mask(valid, batch_id))
+        # Masks over the whole batch, and each table's columns filtered once: a filter copies
+        # what it keeps, and the payload columns are most of a batch's bytes.
+        new = _without(batch, _NOT_FOR_SILVER).filter(self._new_mask(batch, batch_id))
         self._sales(new, figures)
         received = _columns(batch, BRONZE_SCHEMA.fieldNames())
-        quarantined = _quarantine_rows(batch.filter(pc.not_equal(bits, 0)))
+        quarantined = _quarantine_rows(batch).filter(pc.not_equal(bits, 0))
         orders = _silver_rows(new)
         lap = figures.lap("decide", lap)
 
@@ -246,21 +247,24 @@ class MedallionBatch:
                 for code in reason_codes(value):
                     figures.reasons[code] = figures.reasons.get(code, 0) + n
 
-    def _new_mask(self, valid: pa.Table, batch_id: int) -> pa.ChunkedArray:
-        """Which valid records this batch adds to silver: the first per order id (lowest Kafka
-        partition, offset) among those silver does not hold yet."""
+    def _new_mask(self, batch: pa.Table, batch_id: int) -> pa.ChunkedArray:
+        """Which records of ``batch`` it adds to silver: of the valid ones, the first per order
+        id (lowest Kafka partition, offset) among those silver does not hold yet."""
         key, silver = "silver/orders", self.table("silver/orders")
+        valid = pc.equal(batch.column(REASON_BITS_COLUMN), 0)
         if self.ledger.committed(key, silver, batch_id):
             # a replay after silver took this batch: what it took sits at our coordinates (and
             # the ids silver holds, read from it, already include them)
             self._new_ids = set()
-            return self._held_coordinates(valid)
-        keep = _first_per_order(valid)
-        ids = valid.column("s_order_id")
-        already = self.order_ids.held(set(ids.to_pylist()))
+            return pc.and_(valid, self._held_coordinates(batch))
+        keep = pc.and_(valid, _first_per_order(batch))
+        ids = batch.column("s_order_id")  # NULL for a rejected record
+        candidates = set(ids.to_pylist())
+        candidates.discard(None)
+        already = self.order_ids.held(candidates)
         if already:
             keep = pc.and_(keep, pc.invert(pc.is_in(ids, value_set=pa.array(already))))
-        self._new_ids = set(pc.filter(ids, keep).to_pylist())
+        self._new_ids = candidates.difference(already)  # one kept record per id
         return keep
 
     def _held_coordinates(self, rows: pa.Table) -> pa.ChunkedArray:
@@ -431,7 +435,8 @@ def _from_micros(micros: int) -> dt.datetime:
 
 def _first_per_order(rows: pa.Table) -> pa.ChunkedArray:
     """A mask of ``rows``: True for the first record of each order id (lowest Kafka partition,
-    then offset), the contract's "first consumed"."""
+    then offset), the contract's "first consumed". (Rows without an id count as one more id:
+    the caller masks them out.)"""
     if not rows.num_rows:
         return pa.chunked_array([pa.array([], pa.bool_())])
     order = pc.sort_indices(
@@ -463,6 +468,14 @@ def _offsets_by_partition(rows: pa.Table) -> dict[tuple[str, int], list[int]]:
         )
         out[(topic, int(partition))] = pc.filter(rows.column("kafka_offset"), here).to_pylist()
     return out
+
+
+# What silver, gold and the dedup do not read: the payload, its bytes, quarantine's columns.
+_NOT_FOR_SILVER = ("raw_value", "raw_bytes", "kafka_key", "q_reasons", "q_order_id")
+
+
+def _without(rows: pa.Table, names: tuple[str, ...]) -> pa.Table:
+    return rows.drop_columns([n for n in names if n in rows.column_names])
 
 
 def _columns(rows: pa.Table, names: list[str], prefix: dict[str, str] | None = None) -> pa.Table:
