@@ -14,16 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+
+import tests.profiles  # noqa: F401  (registers and loads the Hypothesis profiles)
 
 TESTS = Path(__file__).parent
-
-# Hypothesis profiles, picked by HYPOTHESIS_PROFILE ("dev" when unset). The defaults suit the
-# Spark-backed properties, where every example costs seconds: "ci" runs more of them, "dev" a
-# few. A test that sets its own max_examples keeps it under either profile.
-settings.register_profile("ci", max_examples=4, deadline=None, print_blob=True)
-settings.register_profile("dev", max_examples=2, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

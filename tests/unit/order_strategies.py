@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -347,3 +347,8 @@ def streams(draw: st.DrawFn, max_orders: int = 40, max_partitions: int = 3) -> l
         records.append(Record(partition, next_offset[partition], payload))
         next_offset[partition] += 1
     return records
+
+
+def on_topics(examples: Sequence[Sequence[Record]]) -> list[list[Record]]:
+    """Example ``i``'s records on topic ``s<i>``, so one frame can hold every example."""
+    return [[replace(r, topic=f"s{i}") for r in records] for i, records in enumerate(examples)]

@@ -31,8 +31,16 @@ from typing import Any
 
 import pytest
 from deltalake import DeltaTable
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from ecomstream.adapters.base import TABLE_KEYS
 from ecomstream.adapters.local import LocalEnvironment
@@ -42,6 +50,7 @@ from ecomstream.jobs.batch import CRASH_HOOK_ENV, WRITE_SEQUENCE, MedallionBatch
 from ecomstream.jobs.ledger import UNSAFE_NO_IDEMPOTENCE_ENV, Ledger
 from ecomstream.jobs.settings import PipelineSettings
 from ecomstream.transforms.gold import window_seconds
+from tests.profiles import stateful_examples
 from tests.unit import contract_model as model
 from tests.unit.order_strategies import (
     KAFKA_TIME,
@@ -71,6 +80,7 @@ GOLD_COLUMNS = {
         "window_hour",
     ),
 }  # fmt: skip
+STATEFUL_STEPS = 6  # batches, restarts, crashes: each batch costs a Spark job and ~6 commits
 METRICS_COLUMNS = (
     "query", "batch_id", "input_rows", "output_rows", "silver_rows", "quarantine_rows",
     "duplicates_dropped", "quarantine_reasons", "max_event_time",
@@ -357,55 +367,111 @@ def dying_right_after(point: str) -> Iterator[None]:
         yield
 
 
-# --- a) any stream, any cut into batches, restarts and crashes anywhere -----------------------
-
-RESTART = "restart"  # a clean restart before the batch (no crash)
+# --- a) a stream fed in random batches, with restarts, crashes and replays anywhere ------------
 
 
-@st.composite
-def batched_streams(draw: st.DrawFn) -> tuple[list[list[Record]], dict[int, str], str]:
-    """A topic's records cut into two consecutive micro-batches (offsets ascend per partition,
-    as a Kafka source reads them); what interrupts one of them: a clean restart before it, or
-    its death right after a point, then a restart that replays it; a window. (Two batches hold
-    the cross-batch cases, duplicates and state kept or rebuilt; each more costs seconds.)"""
-    records = draw(streams(max_orders=10))
-    cut = draw(st.integers(1, len(records) - 1)) if len(records) > 1 else 1
-    batches = [records[:cut], records[cut:]]
-    interrupted = draw(st.integers(0, 1))
-    interruptions = {interrupted: draw(st.sampled_from([RESTART, "source", *WRITE_SEQUENCE]))}
-    window = draw(st.sampled_from(["1 minute", "30 seconds", "1 hour"]))
-    return batches, interruptions, window
+class StreamInBatches(RuleBasedStateMachine):
+    """One topic's records (:func:`streams`) fed to the batch function in random micro-batches,
+    in order: each batch takes the next 0..n records of every partition (a Kafka source reads
+    each partition's offset range on its own), in any row order. Between batches, a restarted
+    process (state rebuilt from the tables), a batch that dies right after any of its points
+    and is replayed by a new process, or the last batch replayed once more (a checkpoint that
+    lost it after every write committed). After every step every table equals the contract
+    model's: validation, global first-consumed deduplication (an earlier batch wins; within a
+    batch the lowest (partition, offset)), gold updated across batches, metrics, the ledger."""
+
+    def __init__(self, make: Any) -> None:
+        super().__init__()
+        self.make = make
+        self.run: Pipeline | None = None
+        self.last: tuple[list[Record], int] | None = None
+
+    @initialize(
+        records=streams(max_orders=12),
+        window=st.sampled_from(["1 minute", "30 seconds", "1 hour"]),
+    )
+    def start(self, records: list[Record], window: str) -> None:
+        self.run = self.make(window)
+        self.expected = Expected(window_seconds(window))
+        self.pending: dict[int, list[Record]] = {}
+        for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+            self.pending.setdefault(r.partition, []).append(r)
+        self.batch_id = 0
+
+    def _take(self, data: st.DataObject) -> list[Record]:
+        taken: list[Record] = []
+        for partition, waiting in self.pending.items():
+            n = data.draw(st.integers(0, len(waiting)), label=f"from partition {partition}")
+            taken += waiting[:n]
+            self.pending[partition] = waiting[n:]
+        return data.draw(st.permutations(taken), label="row order")
+
+    def _fed(self, records: list[Record]) -> None:
+        self.expected.feed(records, self.batch_id)
+        self.last = (records, self.batch_id)
+        self.batch_id += 1
+
+    def _waiting(self) -> bool:
+        return self.run is not None and any(self.pending.values())
+
+    @precondition(_waiting)
+    @rule(data=st.data())
+    def batch(self, data: st.DataObject) -> None:
+        assert self.run is not None
+        records = self._take(data)
+        self.run.process(records, self.batch_id)
+        self._fed(records)
+
+    @precondition(_waiting)
+    @rule(data=st.data())
+    def batch_dies_then_replays(self, data: st.DataObject) -> None:
+        assert self.run is not None
+        records = self._take(data)
+        points = sorted(self.expected.points(records))
+        if points:
+            point = data.draw(st.sampled_from(points), label="dies right after")
+            event(f"dies right after {point}")
+            with dying_right_after(point), pytest.raises(Died):
+                self.run.process(records, self.batch_id)
+            self.run.restart()
+        self.run.process(records, self.batch_id)
+        self._fed(records)
+
+    @precondition(lambda self: self.run is not None)
+    @rule()
+    def restart(self) -> None:
+        assert self.run is not None
+        self.run.restart()
+
+    @precondition(lambda self: self.last is not None)
+    @rule()
+    def last_batch_again(self) -> None:
+        assert self.run is not None and self.last is not None
+        versions = self.run.versions()
+        self.run.process(*self.last)
+        assert self.run.versions() == versions, "a replayed batch committed again"
+
+    @invariant()
+    def every_table_matches_the_model(self) -> None:
+        if self.run is not None:
+            assert_tables_match(self.run, self.expected)
+
+    def teardown(self) -> None:
+        if self.run is not None:
+            self.run.close()
 
 
-@settings(
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.function_scoped_fixture,
-    ]
-)
-@given(case=batched_streams())
-def test_every_table_matches_the_contract_model_after_every_batch(new_pipeline, case):
-    """Duplicates within and across batches, corrected re-sends, late orders, several partitions,
-    restarts (state rebuilt from the tables) and crashes at any point of any batch, each
-    replayed: after each batch every table is exact. Proves the batch logic end to end:
-    validation, global first-consumed deduplication through the in-memory order ids, gold
-    rebuilt hour by hour from state or table, metrics figures, and the ledger on replays."""
-    batches, interruptions, window = case
-    event(f"batches with records: {[i for i, b in enumerate(batches) if b]}")
-    run = new_pipeline(window)
-    expected = Expected(window_seconds(window))
-    for batch_id, records in enumerate(batches):
-        how = interruptions.get(batch_id)
-        if how in expected.points(records):
-            event(f"crash after {how}")
-            with dying_right_after(how), pytest.raises(Died):
-                run.process(records, batch_id)
-        if how is not None:
-            run.restart()
-        run.process(records, batch_id)
-        expected.feed(records, batch_id)
-        assert_tables_match(run, expected)
+def test_every_table_matches_the_contract_model_after_every_batch(new_pipeline):
+    """The state machine above, run by Hypothesis: each example a new data dir, a stream and up
+    to STATEFUL_STEPS steps (tests/profiles.py: 8 examples under ci, 2 under dev)."""
+    run_state_machine_as_test(
+        lambda: StreamInBatches(new_pipeline),
+        settings=settings(
+            max_examples=stateful_examples(),
+            stateful_step_count=STATEFUL_STEPS,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        ),
+    )
 
 
 # --- b) a crash right after any write, then the restart replays the batch ----------------------

@@ -44,7 +44,8 @@ UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9
 ISO_MS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 LOCATIONS = {(c, s, k) for c, s, k, _ in catalog_mod.LOCATIONS}
 PAYMENTS = {m for m, _ in catalog_mod.PAYMENT_METHODS}
-FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# pure Python (no Spark): the profile's example count (tests/profiles.py: ci 100, dev 20)
+FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # catalogue building is the slow part (Faker): share one per seed across examples
 _CATALOGS: dict[tuple[int, tuple[str, ...]], catalog_mod.Catalog] = {}

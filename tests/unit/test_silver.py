@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-import os
 from datetime import date, datetime
 from decimal import Decimal
 
 import pytest
 from chispa import assert_df_equality
-from hypothesis import HealthCheck, given, settings
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -14,12 +12,14 @@ from ecomstream.contract import CONTRACT_REASON_CODES
 from ecomstream.schemas import KAFKA_SOURCE_SCHEMA, QUARANTINE_SCHEMA, REASON_CODES, SILVER_SCHEMA
 from ecomstream.transforms.bronze import to_bronze
 from ecomstream.transforms.silver import first_per_order, validate
+from tests.profiles import drawn
 from tests.unit import contract_model as model
 from tests.unit.order_strategies import (
     Raw,
     clean_order,
     dumps,
     kafka_frame,
+    on_topics,
     payloads_to_records,
     streams,
 )
@@ -339,15 +339,21 @@ SILVER_COMPARED = [
 ]  # fmt: skip
 
 
-def _spark_outcome(spark, records):
-    """(quarantine, valid rows, silver, quarantine's (raw_value, raw_bytes)) from Spark, in one
-    job: each Spark action here costs seconds of planning and code generation, the rows
-    themselves nothing."""
+def _spark_outcomes(spark, streams_):
+    """Per stream (the records of one topic each): (quarantine, valid rows, silver,
+    quarantine's (raw_value, raw_bytes)), keyed by (partition, offset). One Spark job for them
+    all: each Spark action costs 1.5-2 s of planning and code generation, the rows nothing.
+    Streams are independent: ``first_per_order`` sees ids qualified by topic, so the same id in
+    two streams is two orders (what it would be with one frame per stream)."""
+    records = [r for stream in streams_ for r in stream]
+    topics = [stream[0].topic for stream in streams_]
+    assert len(set(topics)) == len(topics), "one topic per stream"
     bronze = to_bronze(kafka_frame(spark, records))
     valid, quarantined = validate(bronze)
-    coordinates = ["kafka_partition", "kafka_offset"]
+    coordinates = ["kafka_topic", "kafka_partition", "kafka_offset"]
     fields = F.struct(*SILVER_COMPARED, F.unix_micros("order_timestamp").alias("ts_micros"))
-    kept = first_per_order(valid).select(*coordinates, F.lit(True).alias("kept"))
+    per_stream = valid.withColumn("order_id", F.concat_ws("/", "kafka_topic", "order_id"))
+    kept = first_per_order(per_stream).select(*coordinates, F.lit(True).alias("kept"))
     valid_part = valid.join(kept, coordinates, "left").select(
         *coordinates,
         F.lit(None).cast("array<string>").alias("reasons"),
@@ -364,8 +370,9 @@ def _spark_outcome(spark, records):
         F.lit(None).cast(valid.select(fields).schema[0].dataType).alias("row"),
         F.lit(False).alias("kept"),
     )
-    quarantine, valid_rows, silver, raw = {}, {}, {}, {}
+    outcomes = {topic: ({}, {}, {}, {}) for topic in topics}
     for r in quarantine_part.unionByName(valid_part).collect():
+        quarantine, valid_rows, silver, raw = outcomes[r.kafka_topic]
         key = (r.kafka_partition, r.kafka_offset)
         if r.reasons is not None:
             assert key not in quarantine, f"{key} quarantined twice"
@@ -380,7 +387,11 @@ def _spark_outcome(spark, records):
         if r.kept:
             assert r.row.order_id not in silver, f"order {r.row.order_id} kept twice"
             silver[r.row.order_id] = key
-    return quarantine, valid_rows, silver, raw
+    return [outcomes[topic] for topic in topics]
+
+
+def _spark_outcome(spark, records):
+    return _spark_outcomes(spark, [records])[0]
 
 
 def _model_row(row):
@@ -392,16 +403,27 @@ def _model_row(row):
     }
 
 
-@settings(
-    max_examples=int(os.environ.get("ECOMSTREAM_HYPOTHESIS_EXAMPLES", "6")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(records=streams(max_orders=120))
-def test_silver_and_quarantine_match_the_contract_model(spark, records):
-    quarantine, valid_rows, silver, raw = _spark_outcome(spark, records)
-    expected = model.run([(r.partition, r.offset, r.value) for r in records])
+def test_silver_and_quarantine_match_the_contract_model(spark):
+    """Hypothesis draws the streams (tests/profiles.py: 100 under ci), one Spark job checks
+    them all; each stream record for record: reasons, raw columns, typed and derived columns of
+    valid rows, and which record per order id silver keeps."""
+    streams_ = on_topics(drawn(streams(max_orders=120)))
+    failed = []
+    for records, outcome in zip(streams_, _spark_outcomes(spark, streams_), strict=True):
+        try:
+            _assert_matches_the_model(records, *outcome)
+        except AssertionError as error:
+            failed.append((len(records), records, error))
+    if failed:
+        _, records, error = min(failed, key=lambda f: f[0])
+        raise AssertionError(
+            f"{len(failed)} of {len(streams_)} streams differ from the contract model; the "
+            f"smallest: {records!r}"
+        ) from error
 
+
+def _assert_matches_the_model(records, quarantine, valid_rows, silver, raw):
+    expected = model.run([(r.partition, r.offset, r.value) for r in records])
     assert quarantine == expected.quarantine
     assert raw == {key: expected.raw[key] for key in expected.quarantine}
     assert valid_rows == {k: _model_row(v) for k, v in expected.valid.items()}
