@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -18,6 +19,7 @@ from ecomstream.errors import EcomstreamError, redact
 # command name -> module holding its ``register(subparsers)``
 COMMAND_MODULES = {
     "kafka": "ecomstream.broker_cli",
+    "spark": "ecomstream.spark_cli",
     "produce": "ecomstream.producer.cli",
     "pipeline": "ecomstream.jobs.cli",
     "status": "ecomstream.status_cli",
@@ -36,13 +38,18 @@ def env_name(option: str) -> str:
     return "ECOMSTREAM_" + option.lstrip("-").replace("-", "_").upper()
 
 
-def add_option(parser: argparse.ArgumentParser, option: str, **kwargs: Any) -> None:
-    """``parser.add_argument`` whose default comes from ``ECOMSTREAM_<OPTION>`` when set.
+def add_option(
+    parser: argparse.ArgumentParser, option: str, *, env: str | None = None, **kwargs: Any
+) -> None:
+    """``parser.add_argument`` whose default comes from ``ECOMSTREAM_<OPTION>`` when set
+    (``env`` names another variable where the option's own name would be ambiguous).
 
     The environment value goes through the same ``type`` as the command line, so a bad value
-    fails with the same one-line error, naming the variable.
+    fails with the same one-line error, naming the variable. A repeatable option
+    (``action="append"``) reads several values from one variable, split as a shell would
+    (``'a=1 "b=x y"'``), and the command line's values come after them.
     """
-    env = env_name(option)
+    env = env or env_name(option)
     raw = os.environ.get(env)
     help_text = kwargs.pop("help", "")
     kwargs["help"] = f"{help_text} [env {env}]".strip()
@@ -50,6 +57,12 @@ def add_option(parser: argparse.ArgumentParser, option: str, **kwargs: Any) -> N
         action = kwargs.get("action")
         if action == "store_true":
             kwargs["default"] = raw.strip().lower() in {"1", "true", "yes", "on"}
+        elif action == "append":
+            convert_each: Callable[[str], Any] = kwargs.get("type", str)
+            try:
+                kwargs["default"] = [convert_each(item) for item in shlex.split(raw)]
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                raise EcomstreamError(f"{env}={raw!r} is invalid: {exc}") from None
         else:
             convert: Callable[[str], Any] = kwargs.get("type", str)
             try:

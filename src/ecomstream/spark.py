@@ -3,12 +3,19 @@
 The local profile builds a session with Delta's extension and catalog and Spark's Kafka
 connector; Spark's Ivy resolves both from Maven Central at first start and caches them under
 :func:`ecomstream.paths.cache_dir`. The Databricks profile uses the cluster's active session.
+
+The local profile's session runs on any Spark master (``--master``): ``local[*]`` by default, a
+standalone cluster (``spark://``), Kubernetes or YARN. The jars travel with the application
+(``spark.jars``: executors fetch them from the driver), and what executors must reach besides
+is decided by :func:`storage_problem` (docs/scaling.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -22,6 +29,8 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 SPARK_VERSION = "4.2.0"
+# What a run without --master uses: every core of this machine.
+DEFAULT_MASTER = "local[*]"
 KAFKA_CONNECTOR = f"org.apache.spark:spark-sql-kafka-0-10_2.13:{SPARK_VERSION}"
 
 # Fast, small, deterministic: delta-io's own test settings, scaled to a 2-core laptop.
@@ -32,8 +41,6 @@ LOCAL_CONF: Mapping[str, str] = {
     "spark.default.parallelism": "2",
     "spark.sql.session.timeZone": "UTC",
     "spark.driver.memory": "2g",
-    "spark.driver.bindAddress": "127.0.0.1",
-    "spark.driver.host": "127.0.0.1",
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     "spark.databricks.delta.snapshotPartitions": "2",
@@ -51,16 +58,23 @@ LOCAL_CONF: Mapping[str, str] = {
     "spark.sql.inMemoryColumnarStorage.compressed": "false",
     "spark.databricks.delta.properties.defaults.autoOptimize.optimizeWrite": "false",
 }
+# Only when every executor runs on this machine: the driver listens on loopback alone. A
+# cluster's executors elsewhere must connect back to it, so Spark picks the address there.
+LOOPBACK_DRIVER_CONF: Mapping[str, str] = {
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.driver.host": "127.0.0.1",
+}
 
 
 def local_session(
     app_name: str = "ecomstream",
     *,
-    master: str = "local[2]",
+    master: str | None = "local[2]",
     extra_conf: Mapping[str, str] | None = None,
     log_file: Path | None = None,
 ) -> SparkSession:
-    """A local SparkSession with Delta and the Kafka connector.
+    """A SparkSession with Delta and the Kafka connector, on ``master`` (None: the one
+    spark-submit was given, else Spark's default ``local[*]``).
 
     Spark's console chatter (Ivy's resolution report, WARN lines) goes to ``log_file``
     (default ``<cache>/spark.log``) instead of the terminal.
@@ -71,17 +85,31 @@ def local_session(
 
     ivy = cache_dir() / "ivy"
     ivy.mkdir(parents=True, exist_ok=True)
-    builder = SparkSession.builder.appName(app_name).master(master)
-    for key, value in {**LOCAL_CONF, "spark.jars.ivy": str(ivy), **(extra_conf or {})}.items():
+    builder = SparkSession.builder.appName(app_name)
+    if master is not None:
+        builder = builder.master(master)
+    on_this_machine = master is not None and executors_on_this_machine(master)
+    if master is None and not under_spark_submit():
+        on_this_machine = True  # Spark's own default, local[*]
+    conf = {
+        **LOCAL_CONF,
+        **(LOOPBACK_DRIVER_CONF if on_this_machine else {}),
+        "spark.jars.ivy": str(ivy),
+        **(extra_conf or {}),
+    }
+    for key, value in conf.items():
         builder = builder.config(key, value)
     resolved = _resolved_jars()
     if resolved:
         # Ivy already resolved these once: skip the resolution every JVM start would repeat.
-        builder = builder.config("spark.jars", ",".join(resolved))
+        # Executors fetch them from the driver, so a cluster needs nothing installed for them.
+        extra_jars = [j for j in (extra_conf or {}).get("spark.jars", "").split(",") if j]
+        builder = builder.config("spark.jars", ",".join([*resolved, *extra_jars]))
     else:
         builder = configure_spark_with_delta_pip(builder, extra_packages=[KAFKA_CONNECTOR])
     log_file = log_file or cache_dir() / "spark.log"
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    if on_this_machine:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     try:
         with _jvm_output_to(log_file):
             spark = builder.getOrCreate()
@@ -91,6 +119,119 @@ def local_session(
     if not resolved:
         _remember_jars(spark.sparkContext.getConf().get("spark.jars", ""))
     return spark
+
+
+def under_spark_submit() -> bool:
+    """This Python process was started by spark-submit, whose JVM (and --master) it joins."""
+    return bool(os.environ.get("PYSPARK_GATEWAY_PORT"))
+
+
+def default_master() -> str | None:
+    """The master of a run without ``--master``: spark-submit's own when it started us (so its
+    ``--master`` is not overridden), else :data:`DEFAULT_MASTER`."""
+    return None if under_spark_submit() else DEFAULT_MASTER
+
+
+# -- masters and what their executors reach --------------------------------------------------
+_LOCAL = re.compile(r"local(\[(\*|[1-9][0-9]*)(,\s*[1-9][0-9]*)?\])?")
+_LOCAL_CLUSTER = re.compile(r"local-cluster\[\s*\d+\s*,\s*\d+\s*,\s*\d+\s*\]")
+_HOST_PORT = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})")
+_K8S = re.compile(r"k8s://(https?://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?/?")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+MASTER_FORMS = "local[*], local[N], spark://host:port, k8s://https://host:port or yarn"
+
+
+def parse_master(text: str) -> str:
+    """``text`` as a Spark master URL, or ValueError with what was expected."""
+    master = str(text).strip()
+    if master.startswith("sc://"):
+        raise ValueError(
+            f"{master!r} is a Spark Connect address, not a master: the pipeline needs a "
+            "classic session (docs/scaling.md says why)"
+        )
+    if (
+        _LOCAL.fullmatch(master)
+        or _LOCAL_CLUSTER.fullmatch(master)
+        or master == "yarn"
+        or _K8S.fullmatch(master)
+    ):
+        return master
+    if master.startswith("spark://"):
+        hosts = master.removeprefix("spark://").split(",")
+        if all(_valid_host_port(h) for h in hosts):
+            return master
+    raise ValueError(f"invalid master {master!r}: expected {MASTER_FORMS}")
+
+
+def _valid_host_port(text: str) -> bool:
+    match = _HOST_PORT.fullmatch(text.strip())
+    return match is not None and 0 < int(match.group(2)) < 65536
+
+
+def is_local_master(master: str) -> bool:
+    """``local[...]`` or ``local-cluster[...]``: driver and executors on this machine."""
+    return bool(_LOCAL.fullmatch(master) or _LOCAL_CLUSTER.fullmatch(master))
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip().strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: where it points is not this function's guess to make
+
+
+def executors_on_this_machine(master: str) -> bool:
+    """Whether every executor of ``master`` runs on this machine, so shares its filesystem.
+
+    True for ``local[...]``/``local-cluster[...]`` and for a standalone master on a loopback
+    address (``spark://127.0.0.1:7077``, ``spark://localhost:7077``): a worker reaches a master
+    listening on loopback only from the same machine. False for every other master, including
+    a standalone master under this machine's own name (workers may join it from anywhere) and
+    Kubernetes or YARN even when their API is local (executors run in pods or containers with
+    filesystems of their own)."""
+    if is_local_master(master):
+        return True
+    if master.startswith("spark://"):
+        hosts = [h.rsplit(":", 1)[0] for h in master.removeprefix("spark://").split(",")]
+        return all(is_loopback(h) for h in hosts)
+    return False
+
+
+def is_uri(path: str | Path) -> bool:
+    """``s3a://...``, ``abfss://...``, ``hdfs://...`` (a one-letter scheme is a Windows drive)."""
+    return bool(_URI.match(str(path)))
+
+
+def storage_problem(
+    master: str, data_dir: str | Path, bootstrap_servers: str, shared_data_dir: bool
+) -> str | None:
+    """Why the local profile's run on ``master`` cannot work, in one line, or None.
+
+    The driver writes every table and checkpoint, but executors read the Delta logs (Spark
+    loads a snapshot with a job), and compaction reads and rewrites the tables' files on them:
+    the data dir must be the same directory on every node. Executors also read Kafka, so a
+    loopback broker address only serves executors on this machine."""
+    if executors_on_this_machine(master):
+        return None
+    brokers = [b.strip().rsplit(":", 1)[0] for b in bootstrap_servers.split(",") if b.strip()]
+    loopback = [b for b in brokers if is_loopback(b)]
+    if loopback:
+        return (
+            f"--master {master} runs executors on other machines, which read Kafka: "
+            f"--bootstrap-servers {bootstrap_servers} is this machine's loopback; give the "
+            "broker's address they can reach"
+        )
+    if not shared_data_dir:
+        return (
+            f"--master {master} runs executors on other machines, which cannot read the data "
+            f"dir {data_dir} on this one: put it on a filesystem every node mounts at the same "
+            "path (NFS, a ReadWriteMany volume) and pass --shared-data-dir (docs/scaling.md)"
+        )
+    return None
 
 
 def _jar_list_file() -> Path:

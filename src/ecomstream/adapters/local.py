@@ -1,5 +1,6 @@
 """The local profile: a Kafka broker on this machine (embedded or any other), Delta tables as
-paths under ``--data-dir``, checkpoints at ``<data-dir>/_checkpoints/<query>``."""
+paths under ``--data-dir``, checkpoints at ``<data-dir>/_checkpoints/<query>``; Spark on
+``--master`` (``local[*]`` by default, or a cluster whose nodes all mount the data dir)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ class LocalEnvironment(BaseEnvironment):
         data_dir: str | Path,
         spark_conf: dict[str, str] | None = None,
         wait_for_topic_s: float = 0.0,
+        master: str | None = None,
+        shared_data_dir: bool = False,
     ) -> None:
         if not bootstrap_servers:
             raise EcomstreamError("--bootstrap-servers is required for the local profile")
@@ -48,19 +51,31 @@ class LocalEnvironment(BaseEnvironment):
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.spark_conf = dict(spark_conf or {})
         self.wait_for_topic_s = wait_for_topic_s
+        self.master = master
+        self.shared_data_dir = shared_data_dir
         self._spark: SparkSession | None = None
         self._consumer: Any = None
 
     # -- the Environment protocol -------------------------------------------------------------
     def spark(self) -> SparkSession:
         if self._spark is None:
-            from ecomstream.spark import local_session
+            from ecomstream.spark import default_master, local_session, storage_problem
 
-            self._spark = local_session(
+            spark = local_session(
                 "ecomstream-pipeline",
+                master=self.master or default_master(),
                 extra_conf=self.spark_conf,
                 log_file=self.data_dir / "_logs" / "spark.log",
             )
+            # the master spark-submit was given is known only now: check it before any table
+            actual = spark.conf.get("spark.master", None)
+            if actual:
+                problem = storage_problem(
+                    actual, self.data_dir, self.bootstrap_servers, self.shared_data_dir
+                )
+                if problem is not None:
+                    raise EcomstreamError(problem)
+            self._spark = spark
         return self._spark
 
     def kafka_source_options(self) -> dict[str, str]:
@@ -202,6 +217,8 @@ def create(
     data_dir: str | Path,
     spark_conf: dict[str, str] | None = None,
     wait_for_topic_s: float = 0.0,
+    master: str | None = None,
+    shared_data_dir: bool = False,
     **_ignored: Any,
 ) -> LocalEnvironment:
     return LocalEnvironment(
@@ -210,4 +227,6 @@ def create(
         data_dir=data_dir,
         spark_conf=spark_conf,
         wait_for_topic_s=wait_for_topic_s,
+        master=master,
+        shared_data_dir=shared_data_dir,
     )

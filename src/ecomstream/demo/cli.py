@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from ecomstream.cli import add_option
 from ecomstream.errors import EcomstreamError, redact
 from ecomstream.paths import DEFAULT_DATA_DIR
+from ecomstream.spark_cli import add_spark_options, spark_conf
 
 DEFAULT_TOPIC = "orders"
 DEFAULT_RATE = 20.0
@@ -148,6 +149,7 @@ def register(subparsers: Any) -> None:
         help="only serve the dashboard of the tables already in --data-dir "
         "(e.g. copied down from Databricks)",
     )
+    add_spark_options(p)
     p.set_defaults(func=_demo)
 
 
@@ -172,6 +174,9 @@ def _demo(args: argparse.Namespace) -> NoReturn:
         serve_only=args.serve_only,
         drain_timeout=max(args.drain_timeout, 0.0),
         pipeline_memory=args.pipeline_memory,
+        master=args.master,
+        spark_conf=spark_conf(args),
+        shared_data_dir=args.shared_data_dir,
     )
     try:
         code = Demo(settings).run()

@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -47,6 +47,10 @@ class DemoSettings:
     serve_only: bool = False
     pipeline_memory: str = "1536m"
     drain_timeout: float = DRAIN_TIMEOUT_S
+    # the pipeline's Spark: None runs it on local[*] (docs/scaling.md)
+    master: str | None = None
+    spark_conf: dict[str, str] = field(default_factory=dict)
+    shared_data_dir: bool = False
 
 
 def say(message: str) -> None:
@@ -186,6 +190,7 @@ class Demo:
 
         parse_window(s.window)
         check_binding(self.data_dir, s.topic, s.window)
+        self.check_spark()
         if not s.serve_only and s.bootstrap_servers is None:
             from ecomstream import broker
 
@@ -199,6 +204,19 @@ class Demo:
                     "--kafka-port (0 picks a free one), or --bootstrap-servers to use the "
                     "broker that is running there"
                 )
+
+    def check_spark(self) -> None:
+        """The pipeline's master can reach the tables and the broker (the pipeline would say
+        so too, but only after the broker and the dashboard started)."""
+        from ecomstream.spark import storage_problem
+
+        s = self.s
+        if s.master is None:
+            return
+        bootstrap = s.bootstrap_servers or f"127.0.0.1:{s.kafka_port}"
+        problem = storage_problem(s.master, self.data_dir, bootstrap, s.shared_data_dir)
+        if problem is not None:
+            raise EcomstreamError(problem)
 
     def start_dashboard(self) -> None:
         from ecomstream.demo.dashboard import Dashboard
@@ -260,6 +278,12 @@ class Demo:
         ]
         if s.trigger_interval:
             pipeline_args += ["--trigger-interval", s.trigger_interval]
+        if s.master is not None:
+            pipeline_args += ["--master", s.master]
+        for key, value in s.spark_conf.items():
+            pipeline_args += ["--spark-conf", f"{key}={value}"]
+        if s.shared_data_dir:
+            pipeline_args.append("--shared-data-dir")
         # spark-submit's --driver-memory wins over the session's spark.driver.memory (2g): the
         # demo's pipeline needs less, and the whole demo must fit in 4 GiB
         memory = {"PYSPARK_SUBMIT_ARGS": f"--driver-memory {s.pipeline_memory} pyspark-shell"}

@@ -9,6 +9,7 @@ from typing import Any
 from ecomstream.cli import add_option
 from ecomstream.jobs.settings import DEFAULT_MAX_BYTES_PER_TRIGGER, DEFAULT_MAX_OFFSETS_PER_TRIGGER
 from ecomstream.paths import DEFAULT_DATA_DIR
+from ecomstream.spark_cli import add_spark_options, spark_conf
 
 
 def register(subparsers: Any) -> None:
@@ -77,6 +78,7 @@ def register(subparsers: Any) -> None:
         default="",
         help="comma-separated category catalogue (default: the contract's eight)",
     )
+    add_spark_options(parser)
     parser.set_defaults(func=_pipeline)
 
 
@@ -100,6 +102,9 @@ def _pipeline(args: argparse.Namespace) -> int:
         starting_offsets=args.starting_offsets,
         wait_for_topic_s=args.wait_for_topic,
         maintenance_interval=args.maintenance_interval,
+        master=args.master,
+        spark_conf=spark_conf(args),
+        shared_data_dir=args.shared_data_dir,
         **extra,
     )
     pipeline.configure_logging()

@@ -41,7 +41,11 @@ class PipelineSettings:
     categories: tuple[str, ...] = DEFAULT_CATEGORIES
     # compaction of the appended tables beside a continuous run ("0": never)
     maintenance_interval: str = "5 minutes"
+    # None: local[*], or spark-submit's master when it started the process (spark.default_master)
+    master: str | None = None
     spark_conf: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    # the data dir is the same directory on every node of a cluster (docs/scaling.md)
+    shared_data_dir: bool = False
 
     def __post_init__(self) -> None:
         from ecomstream.transforms.gold import parse_window
@@ -70,6 +74,39 @@ class PipelineSettings:
         if self.wait_for_topic_s < 0:
             raise EcomstreamError("--wait-for-topic must be >= 0 seconds")
         parse_duration_s(self.maintenance_interval, "--maintenance-interval")
+        self._check_spark()
+
+    def _check_spark(self) -> None:
+        """The master is a master, and the local profile's tables are where its executors
+        reach them (one line each; :func:`ecomstream.spark.storage_problem` has the rule)."""
+        from ecomstream.spark import is_uri, parse_master, storage_problem
+
+        if "spark.master" in self.spark_conf:
+            raise EcomstreamError("set the master with --master, not --spark-conf spark.master")
+        if self.master is not None:
+            if self.profile != "local":
+                raise EcomstreamError(
+                    f"--master has no effect with --profile {self.profile}: its cluster owns "
+                    "the Spark session"
+                )
+            try:
+                object.__setattr__(self, "master", parse_master(self.master))
+            except ValueError as exc:
+                raise EcomstreamError(f"--master: {exc}") from None
+        if self.profile != "local":
+            return
+        if is_uri(self.data_dir):
+            raise EcomstreamError(
+                f"--data-dir {self.data_dir} is a URI: the local profile keeps its tables in a "
+                "directory (on a cluster, one every node mounts, with --shared-data-dir); "
+                "abfss:// tables are the databricks profile's"
+            )
+        if self.master is not None:
+            problem = storage_problem(
+                self.master, self.data_dir, self.bootstrap_servers, self.shared_data_dir
+            )
+            if problem is not None:
+                raise EcomstreamError(problem)
 
     @property
     def maintenance_interval_s(self) -> float:
@@ -85,6 +122,8 @@ class PipelineSettings:
             "max_offsets_per_trigger": self.max_offsets_per_trigger,
             "wait_for_topic_s": self.wait_for_topic_s,
             "spark_conf": self.spark_conf,
+            "master": self.master,
+            "shared_data_dir": self.shared_data_dir,
         }
 
 
