@@ -1,3 +1,3 @@
-from ecomstream.cli import main
+from ecomstream.cli import run
 
-raise SystemExit(main())
+run()

@@ -85,6 +85,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that only read tables through delta-rs leave with ``os._exit`` once their output is
+# flushed: delta-rs can abort the interpreter's shutdown while its runtime threads wind down
+# ("terminate called without an active exception", delta-io/delta-rs#2184), which turned a
+# ``status`` that had printed its answer into exit -6. They have nothing else to clean up.
+FAST_EXIT_COMMANDS = frozenset({"status"})
+
+
+def run() -> NoReturn:
+    """The process entry point (console script and ``python -m ecomstream``)."""
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv and argv[0] in FAST_EXIT_COMMANDS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +203,24 @@ def test_status_command_reads_the_spark_written_table(
     assert "metrics version 1" in out
     assert "totals: bronze 160, silver 145, quarantine 8, duplicates dropped 7" in out
     assert "kafka lag: 40 records" in out
+
+
+def test_status_as_a_process_prints_all_and_exits_with_the_commands_code(data_dir: Path) -> None:
+    """``python -m ecomstream status`` leaves through os._exit (cli.FAST_EXIT_COMMANDS): the
+    output still arrives whole (flushed first) and the exit code is the command's."""
+    for args, code in (([str(data_dir), "--json"], 0), ([str(data_dir / "absent")], 3)):
+        done = subprocess.run(
+            [sys.executable, "-m", "ecomstream", "status", "--data-dir", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == code, done.stderr
+        if code == 0:
+            assert json.loads(done.stdout)["binding"]["topic"] == "orders-x"
+        else:
+            assert done.stderr.count("\n") == 1 and "does not exist" in done.stderr
 
 
 def test_status_json(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
