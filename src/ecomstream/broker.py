@@ -184,15 +184,20 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _is_our_broker(pid: int, kdir: Path) -> bool:
-    """The pid still belongs to the broker of this data dir (pids get reused)."""
+def _pid_runs(pid: int, *marks: str) -> bool:
+    """The pid is alive and its command line holds every one of ``marks`` (pids get reused)."""
     if not _pid_alive(pid):
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return True  # no /proc (macOS): trust the pid file
-    return "kafka.Kafka" in cmdline and str(kdir) in cmdline
+    return all(mark in cmdline for mark in marks)
+
+
+def _is_our_broker(pid: int, kdir: Path) -> bool:
+    """The pid still belongs to the broker of this data dir."""
+    return _pid_runs(pid, "kafka.Kafka", str(kdir))
 
 
 def running(data_dir: Path) -> BrokerInfo | None:

@@ -32,7 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ecomstream.broker import _last_log_error, _pid_alive, _port_free, _reap, free_port
+from ecomstream.broker import (
+    _last_log_error,
+    _pid_alive,
+    _pid_runs,
+    _port_free,
+    _reap,
+    free_port,
+)
 from ecomstream.errors import EcomstreamError
 from ecomstream.paths import ensure_writable_dir
 
@@ -112,10 +119,11 @@ def parse_memory(text: str) -> str:
     return str(text).strip()
 
 
-def master_command(home: Path, port: int, webui_port: int) -> list[str]:
+def _daemon_command(home: Path, main_class: str, port: int, webui_port: int) -> list[str]:
+    launcher = str(home / "bin" / "spark-class")
     return [
-        str(home / "bin" / "spark-class"),
-        MASTER_CLASS,
+        launcher,
+        main_class,
         "--host",
         HOST,
         "--port",
@@ -123,6 +131,10 @@ def master_command(home: Path, port: int, webui_port: int) -> list[str]:
         "--webui-port",
         str(webui_port),
     ]
+
+
+def master_command(home: Path, port: int, webui_port: int) -> list[str]:
+    return _daemon_command(home, MASTER_CLASS, port, webui_port)
 
 
 def worker_command(
@@ -136,14 +148,7 @@ def worker_command(
     work_dir: Path,
 ) -> list[str]:
     return [
-        str(home / "bin" / "spark-class"),
-        WORKER_CLASS,
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--webui-port",
-        str(webui_port),
+        *_daemon_command(home, WORKER_CLASS, port, webui_port),
         "--cores",
         str(cores),
         "--memory",
@@ -210,13 +215,7 @@ def alive_worker_ports(state: dict[str, Any] | None) -> set[int]:
 
 def _is_ours(pid: int, sdir: Path) -> bool:
     """The pid is still a daemon of this data dir's cluster."""
-    if not _pid_alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return True  # no /proc (macOS): trust the pid file
-    return f"-Decomstream.spark.dir={sdir}" in cmdline
+    return _pid_runs(pid, f"-Decomstream.spark.dir={sdir}")
 
 
 def _read_state(sdir: Path) -> ClusterInfo | None:
