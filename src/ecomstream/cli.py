@@ -42,17 +42,19 @@ def add_option(
     parser: argparse.ArgumentParser, option: str, *, env: str | None = None, **kwargs: Any
 ) -> None:
     """``parser.add_argument`` whose default comes from ``ECOMSTREAM_<OPTION>`` when set
-    (``env`` names another variable where the option's own name would be ambiguous).
+    (CONTRACT.md §5: every option). ``env`` names a more specific variable, read first, where
+    the option's own name is shared with another command's option (``--port``, ``--master``).
 
     The environment value goes through the same ``type`` as the command line, so a bad value
     fails with the same one-line error, naming the variable. A repeatable option
     (``action="append"``) reads several values from one variable, split as a shell would
     (``'a=1 "b=x y"'``), and the command line's values come after them.
     """
-    env = env or env_name(option)
+    names = [name for name in (env, env_name(option)) if name]
+    env = next((name for name in names if os.environ.get(name)), names[0])
     raw = os.environ.get(env)
     help_text = kwargs.pop("help", "")
-    kwargs["help"] = f"{help_text} [env {env}]".strip()
+    kwargs["help"] = f"{help_text} [env {' or '.join(names)}]".strip()
     if raw is not None and raw != "":
         action = kwargs.get("action")
         if action == "store_true":

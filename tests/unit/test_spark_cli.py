@@ -138,6 +138,12 @@ def test_master_reads_ecomstream_spark_master(monkeypatch: pytest.MonkeyPatch):
     assert cli.build_parser().parse_args(["demo"]).master == "spark://127.0.0.1:7077"
 
 
+def test_master_also_reads_its_own_contract_variable(monkeypatch: pytest.MonkeyPatch):
+    # CONTRACT.md §5: every option also reads ECOMSTREAM_<OPTION>
+    monkeypatch.setenv("ECOMSTREAM_MASTER", "local[1]")
+    assert cli.build_parser().parse_args(PIPELINE).master == "local[1]"
+
+
 def test_master_defaults_to_none_meaning_local_star():
     from ecomstream.spark import DEFAULT_MASTER, default_master
 
