@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.test_pipeline_checks import order
+from tests.kafka_helpers import wait_for_records
 
 MIB = 1024 * 1024
 HUGE_KEY = b"k" * MIB
@@ -159,7 +160,10 @@ def send_and_run(broker: Any, tmp: Path) -> HostileRun:
         left = sender.flush(120)
     finally:
         sender.close()
-    assert (sender.failed, left, dict(sender.errors)) == (0, 0, {}), "the producer refused"
+    refused = (sender.failed, left, dict(sender.errors))
+    assert refused == (0, 0, {}), f"the producer refused (failed, unsent, errors): {refused}"
+    # every record is on the topic before the run (end offsets), so bronze must hold them all
+    assert wait_for_records(broker.bootstrap, topic, len(sent), timeout_s=60) == len(sent)
     data_dir = tmp / "data"
     settings = PipelineSettings(
         topic=topic, data_dir=data_dir, bootstrap_servers=broker.bootstrap, once=True
