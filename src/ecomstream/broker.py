@@ -39,6 +39,12 @@ DEFAULT_HEAP = "768m"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 60.0
 DEFAULT_PARTITIONS = 2
+# The largest record batch the broker takes (message.max.bytes; Kafka's default is 1 MiB + 12,
+# too small for a 1 MiB value with its key and framing). The producer's request limit matches
+# (producer/sender.py). It also bounds a pipeline batch's bytes: at most
+# --max-offsets-per-trigger records of at most this size (docs/operations.md). Event Hubs takes
+# 1 MB per event whatever a client asks.
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 
 # The SASL_SSL listener: the host its certificate and advertised address name, and the
 # environment variable that carries the listener's JAAS line (with the password) into the JVM.
@@ -146,6 +152,8 @@ def _server_properties(
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=true",
+            f"message.max.bytes={MAX_MESSAGE_BYTES}",
+            f"replica.fetch.max.bytes={MAX_MESSAGE_BYTES}",
             # a laptop has few cores: fewer threads than Kafka's server defaults
             "num.network.threads=2",
             "num.io.threads=4",

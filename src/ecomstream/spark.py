@@ -116,9 +116,27 @@ def local_session(
     except PySparkRuntimeError as exc:
         raise EcomstreamError(_launch_failure(log_file, exc)) from None
     spark.sparkContext.setLogLevel("ERROR")
+    lift_json_write_depth(spark)
     if not resolved:
         _remember_jars(spark.sparkContext.getConf().get("spark.jars", ""))
     return spark
+
+
+def lift_json_write_depth(spark: SparkSession) -> None:
+    """Lift Jackson's default write nesting limit (1000) in this JVM.
+
+    ``from_json`` reads a field declared as text but sent as an array or object (``"price":
+    [[...]]``) by copying it through a JSON generator, which Jackson 2.16+ caps at 1000 levels;
+    past it the whole payload fails and reads as ``malformed_json``, though the contract says
+    ``invalid_price``. Spark sets the read limits from ``from_json``'s options
+    (transforms/bronze.py) but takes the write limits from Jackson's process-wide default,
+    which this replaces. The copy is iterative (a 1,000,000-deep price is read in about a
+    second). It reaches the executors that share this JVM (``local[...]``), not those of a
+    cluster: there such a payload stays ``malformed_json`` (docs/operations.md)."""
+    constraints = spark.sparkContext._jvm.com.fasterxml.jackson.core.StreamWriteConstraints  # type: ignore[union-attr]
+    constraints.overrideDefaultStreamWriteConstraints(
+        constraints.builder().maxNestingDepth(2**31 - 1).build()
+    )
 
 
 def under_spark_submit() -> bool:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -89,10 +91,54 @@ def parse_object(raw: bytes | None) -> dict[str, Any] | None:
     try:
         text = raw.decode("utf-8")
         # Duplicate names: the last one wins (RFC 8259 leaves it open; Jackson and json agree).
-        value = json.loads(text, parse_float=Decimal, parse_constant=_refuse)
+        value = _loads(text)
     except (UnicodeDecodeError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def _loads(text: str) -> Any:
+    """``json.loads``, strict, for any depth and any length of number: the contract sets no
+    limit on either, so a payload nested 50,000 deep or holding a 5,000-digit number is JSON."""
+    try:
+        return json.loads(text, parse_float=Decimal, parse_int=_int, parse_constant=_refuse)
+    except RecursionError:
+        return _deep_loads(text)
+
+
+def _int(token: str) -> int | Decimal:
+    # Python refuses to convert an int of more than 4,300 digits (a DoS guard): keep it exact
+    return int(token) if len(token) < 4000 else Decimal(token)
+
+
+def _deep_loads(text: str) -> Any:
+    """``json``'s decoder recurses per level of nesting: give it a thread with stack and a
+    recursion limit for as many levels as the text has brackets."""
+    depth = text.count("[") + text.count("{")
+    result: list[Any] = []
+    failure: list[BaseException] = []
+
+    def parse() -> None:
+        try:
+            result.append(
+                json.loads(text, parse_float=Decimal, parse_int=_int, parse_constant=_refuse)
+            )
+        except BaseException as error:  # handed back to the caller's thread
+            failure.append(error)
+
+    limit, stack = sys.getrecursionlimit(), threading.stack_size()
+    sys.setrecursionlimit(max(limit, 2 * depth + 1000))
+    threading.stack_size(min(max(depth * 1024, 32 * 1024 * 1024), 1024 * 1024 * 1024))
+    try:
+        worker = threading.Thread(target=parse)
+        worker.start()
+        worker.join()
+    finally:
+        sys.setrecursionlimit(limit)
+        threading.stack_size(stack)
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 def _refuse(token: str) -> Any:

@@ -352,3 +352,113 @@ def streams(draw: st.DrawFn, max_orders: int = 40, max_partitions: int = 3) -> l
 def on_topics(examples: Sequence[Sequence[Record]]) -> list[list[Record]]:
     """Example ``i``'s records on topic ``s<i>``, so one frame can hold every example."""
     return [[replace(r, topic=f"s{i}") for r in records] for i, records in enumerate(examples)]
+
+
+# --- hostile payloads (issue 11 case 5) ---------------------------------------------------------
+# What a broken or malicious producer sends: big values, deep nesting, long numbers, many or long
+# field names, invalid UTF-8, NUL bytes, tombstones, nothing. Each is still one Kafka record the
+# contract places: bronze, and silver or quarantine with the reasons that apply to it.
+# Jackson's defaults in Spark 4 would fail a parse past 1000 levels or 1000-digit numbers; the
+# depths and lengths below straddle those limits. Field names stay under Jackson's fixed
+# 50,000-character limit (the one the pipeline cannot lift, docs/operations.md).
+JACKSON_LIMIT = 1000
+depths = st.one_of(
+    st.sampled_from([JACKSON_LIMIT - 1, JACKSON_LIMIT, JACKSON_LIMIT + 1]),
+    st.integers(2, 20_000),
+)
+
+
+def nested(depth: int, inner: str = "1", kind: str = "[") -> str:
+    """A JSON value ``depth`` levels deep: ``[[1]]`` or ``{"a":{"a":1}}``."""
+    if kind == "[":
+        return "[" * depth + inner + "]" * depth
+    return '{"a":' * depth + inner + "}" * depth
+
+
+# Integers of any length are read exactly. A fraction or exponent makes the token a double in
+# from_json and, past 16 digits, a VARIANT re-read that holds 38 digits: past that the value is
+# only as exact as a double (docs/rules.md, known limits), so those stay at 400 digits, where
+# the outcome (too large for any column) does not depend on the lost digits.
+long_numbers = st.one_of(
+    st.builds(
+        lambda digits, sign: Raw(f"{sign}{'9' * digits}"),
+        st.one_of(
+            st.sampled_from([16, 400, JACKSON_LIMIT, JACKSON_LIMIT + 1]), st.integers(1, 2000)
+        ),
+        st.sampled_from(["", "-"]),
+    ),
+    st.builds(
+        lambda digits, sign, fraction: Raw(f"{sign}{'9' * digits}{fraction}"),
+        st.sampled_from([16, 39, 400]),
+        st.sampled_from(["", "-"]),
+        st.sampled_from([".5", ".000"]),
+    ),
+)
+# Spark reads a payload through an 8 KB buffer: values either side of it.
+paddings = st.one_of(st.integers(0, 4096), st.integers(8_000, 20_000))
+
+
+@st.composite
+def hostile_payloads(draw: st.DrawFn, order_id: str) -> bytes | None:
+    """One hostile payload; where it is an order, its id is ``order_id``."""
+    kind = draw(
+        st.sampled_from(
+            ["big", "big_garbage", "deep", "deep_field", "invalid_utf8", "nul", "many_fields",
+             "long_number", "long_name", "tombstone", "empty"]
+        )
+    )  # fmt: skip
+    event = draw(clean_events(order_id))
+    if kind == "big":  # a valid order padded by an unknown field
+        event["padding"] = "x" * draw(paddings)
+    elif kind == "big_garbage":
+        return draw(st.sampled_from([b"x", b"{", b"\xff", b"9"])) * draw(paddings)
+    elif kind == "deep":  # the whole payload nested: JSON, but no object; or an unclosed array
+        depth, bracket = draw(depths), draw(st.sampled_from(["[", "{"]))
+        return draw(
+            st.sampled_from(
+                [nested(depth, kind=bracket), "[" * depth, '{"x":' + nested(depth, kind=bracket)
+                 + "}"]
+            )
+        ).encode()  # fmt: skip
+    elif kind == "deep_field":
+        value = Raw(nested(draw(depths), kind=draw(st.sampled_from(["[", "{"]))))
+        event[draw(st.sampled_from(["extra", "price", "quantity"]))] = value
+    elif kind == "invalid_utf8":
+        raw = event_bytes(event)
+        at = draw(st.integers(0, len(raw)))
+        bad = draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"]))
+        return raw[:at] + bad + raw[at:]
+    elif kind == "nul":
+        choice = draw(st.integers(0, 2))
+        if choice == 0:  # escaped: valid JSON, a NUL in the text
+            event["product_name"] = "a\u0000b"
+        elif choice == 1:  # raw NUL inside a string: a control character, not JSON
+            return event_bytes(event).replace(b'"USD"', b'"U\x00SD"')
+        else:
+            return b"\x00" * draw(st.integers(1, 64))
+    elif kind == "many_fields":
+        fields = {f"f{i}": i for i in range(draw(st.sampled_from([10_000, 3])))}
+        event = {**fields, **event} if draw(st.booleans()) else fields
+    elif kind == "long_number":
+        event[draw(st.sampled_from(["price", "quantity", "extra"]))] = draw(long_numbers)
+    elif kind == "long_name":
+        event["k" * draw(st.sampled_from([1000, 40_000, 49_999]))] = 1
+    elif kind == "tombstone":
+        return None
+    else:
+        return b""
+    return event_bytes(event)
+
+
+@st.composite
+def hostile_streams(draw: st.DrawFn, max_records: int = 8) -> list[Record]:
+    """A few hostile payloads among clean orders, ids from a small pool, one or two partitions."""
+    pool = [f"h-{i}" for i in range(draw(st.integers(1, 4)))]
+    payloads: list[bytes | None] = []
+    for _ in range(draw(st.integers(1, max_records))):
+        order_id = draw(st.sampled_from(pool))
+        if draw(st.integers(0, 3)) == 0:
+            payloads.append(event_bytes(draw(clean_events(order_id))))
+        else:
+            payloads.append(draw(hostile_payloads(order_id)))
+    return payloads_to_records(payloads, draw(st.integers(1, 2)))

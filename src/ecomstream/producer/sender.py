@@ -20,6 +20,10 @@ from ecomstream.errors import EcomstreamError, redact
 
 CLIENTS = ("kafka-python", "confluent")
 CONNECT_TIMEOUT_S = 10.0
+# The largest request a client sends: a 1 MiB value with its key and framing (the clients'
+# defaults, ~1 MB, refuse it before it leaves). The embedded broker takes the same
+# (broker.MAX_MESSAGE_BYTES); Event Hubs refuses an event over 1 MB, counted as failed.
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
@@ -107,6 +111,7 @@ class KafkaPythonSender:
             "max_block_ms": int(CONNECT_TIMEOUT_S * 1000),
             "bootstrap_timeout_ms": int(CONNECT_TIMEOUT_S * 1000),
             "request_timeout_ms": 30_000,
+            "max_request_size": MAX_REQUEST_BYTES,
         }
         config.update(settings.security)
         _check_codec(settings.compression)
@@ -192,6 +197,7 @@ def _confluent_config(settings: SenderSettings) -> dict[str, Any]:
         "partitioner": "murmur2_random",  # the Java client's: same key, same partition
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 512 * 1024,
+        "message.max.bytes": MAX_REQUEST_BYTES,
         "message.timeout.ms": 120_000,
         "socket.connection.setup.timeout.ms": int(CONNECT_TIMEOUT_S * 1000),
         # only failures come back as callbacks: acknowledged = sent - failed - still queued

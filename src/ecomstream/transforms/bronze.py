@@ -15,11 +15,25 @@ _END_VALUE = "end-of-payload"
 _WRAPPED_SCHEMA = T.ArrayType(
     T.StructType([*ORDER_EVENT_SCHEMA.fields, T.StructField(_END_FIELD, T.StringType())])
 )
+# Jackson's StreamReadConstraints as Spark 4 sets them: 1000 levels of nesting and 1000
+# characters per number by default. Past either, from_json fails the whole payload, so a valid
+# JSON object nested 1001 deep in an ignored field, or holding a 1001-digit price, would read
+# as malformed_json, which the contract reserves for a payload that is not a JSON object.
+# Both limits guard against recursion and slow number conversion, which this parse does not do:
+# nested values are skipped, or copied as text, iteratively, and numbers stay text (a
+# 1,000,000-deep array parses in under a second; docs/operations.md). The payload's size is
+# bounded by the broker's message.max.bytes. A nested value copied as text (price: [[...]])
+# also meets Jackson's write limit: see ecomstream.spark.lift_json_write_depth. Field names stay
+# limited to 50,000 characters (Jackson's maxNameLength, which Spark does not expose): such a
+# payload reads as malformed_json.
+_UNLIMITED = str(2**31 - 1)
 # Strict JSON: Spark's defaults also accept 'single quotes' and NaN / Infinity tokens.
 _STRICT_JSON = {
     "mode": "PERMISSIVE",
     "allowSingleQuotes": "false",
     "allowNonNumericNumbers": "false",
+    "maxNestingDepth": _UNLIMITED,
+    "maxNumLen": _UNLIMITED,
 }
 
 
