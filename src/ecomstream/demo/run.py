@@ -51,6 +51,7 @@ class DemoSettings:
     master: str | None = None
     spark_conf: dict[str, str] = field(default_factory=dict)
     shared_data_dir: bool = False
+    dashboard_host: str = "127.0.0.1"
 
 
 def say(message: str) -> None:
@@ -220,12 +221,15 @@ class Demo:
 
     def start_dashboard(self) -> None:
         from ecomstream.demo.dashboard import Dashboard
-        from ecomstream.demo.server import DashboardServer
+        from ecomstream.demo.server import DashboardServer, loopback
         from ecomstream.demo.tables import TableReader
 
         self.reader = TableReader(self.data_dir)
-        self.server = DashboardServer(Dashboard(self.reader), self.s.dashboard_port)
+        host = self.s.dashboard_host
+        self.server = DashboardServer(Dashboard(self.reader), self.s.dashboard_port, host)
         self.server.start()
+        if not loopback(host):
+            say(f"dashboard: listening on {host}, not only this machine (--dashboard-host)")
 
     def start_broker(self) -> None:
         """Find or start the broker. Starting one, the pipeline is launched first, waiting for
