@@ -78,6 +78,7 @@ def read_marks(path: Path, version: int, depth: int = HISTORY_DEPTH) -> tuple[Ma
     version a table was loaded at and numbers the commits down from that version."""
     found = []
     for v in range(version, max(version - depth, -1), -1):
+        info: dict[str, Any]
         try:
             with open(path / "_delta_log" / f"{v:020d}.json", encoding="utf-8") as log:
                 info = next(
