@@ -210,6 +210,11 @@ def test_log_lines_of_the_pipeline_the_libraries_and_maintenance(
     # and only the handler configure_logging adds (earlier in-process runs left theirs)
     monkeypatch.setattr(logging.root, "handlers", [])
     monkeypatch.setattr(pipeline.log, "handlers", [])
+    for name in ("kafka", "kafka.conn"):  # as a process that never ran the producer has them
+        library = logging.getLogger(name)
+        for attribute, value in (("handlers", []), ("propagate", True), ("disabled", False)):
+            monkeypatch.setattr(library, attribute, value)
+        monkeypatch.setattr(library, "level", logging.NOTSET)
     pipeline.configure_logging()
     pipeline.log.info(json.dumps({"event": "source", "options": {"jaas": jaas(conn)}}))
     # kafka-python logs through loggers nobody configured: Python's last-resort handler
