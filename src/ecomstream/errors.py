@@ -61,7 +61,8 @@ def redact(text: str) -> str:
     # (a truncated one) would otherwise take the ``SharedAccessKey=`` they recognise a key by
     text = _mask_lookalikes(text)
     for secret in sorted(_SECRETS, key=len, reverse=True):
-        text = text.replace(secret, MASK)
+        # a registered connection string is masked whole, as the patterns left it or not
+        text = text.replace(_mask_lookalikes(secret), MASK).replace(secret, MASK)
         for cut in range(min(len(secret) - 1, len(text)), _MIN_PREFIX - 1, -1):
             if text.endswith(secret[:cut]):
                 text = text[:-cut] + MASK
@@ -71,8 +72,15 @@ def redact(text: str) -> str:
 
 def _mask_lookalikes(text: str) -> str:
     for pattern in _LOOKS_SECRET:
-        text = pattern.sub(lambda m: m.group(1) + MASK, text)
+        text = pattern.sub(_masked, text)
     return text
+
+
+def _masked(match: re.Match[str]) -> str:
+    """The name kept, the value masked; a quoted value keeps its quotes (JSON stays JSON)."""
+    value = match.group(2)
+    quote = value[0] if value[:1] in {'"', "'"} else ""
+    return f"{match.group(1)}{quote}{MASK}{quote}"
 
 
 class RedactingFormatter(logging.Formatter):
