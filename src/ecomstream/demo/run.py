@@ -221,13 +221,18 @@ class Demo:
 
     def start_dashboard(self) -> None:
         from ecomstream.demo.dashboard import Dashboard
-        from ecomstream.demo.server import DashboardServer, loopback
+        from ecomstream.demo.server import DashboardServer
         from ecomstream.demo.tables import TableReader
 
         self.reader = TableReader(self.data_dir)
         host = self.s.dashboard_host
         self.server = DashboardServer(Dashboard(self.reader), self.s.dashboard_port, host)
         self.server.start()
+
+    def warn_if_exposed(self) -> None:
+        from ecomstream.demo.server import loopback
+
+        host = self.s.dashboard_host
         if not loopback(host):
             say(f"dashboard: listening on {host}, not only this machine (--dashboard-host)")
 
@@ -437,6 +442,7 @@ class Demo:
                 try:
                     self.start_dashboard()
                     say(f"dashboard: {self.server.url}")
+                    self.warn_if_exposed()
                     if not s.serve_only:
                         self.start_broker()
                         self.start_children()
