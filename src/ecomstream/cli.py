@@ -11,6 +11,7 @@ import importlib
 import os
 import shlex
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -31,7 +32,9 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but bad input is one line on stderr (no usage dump) and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        # argparse quotes what it could not place ("unrecognized arguments: ..."), which may
+        # be a connection string given to a mistyped option: never registered, still a secret
+        self.exit(2, redact(f"{self.prog}: error: {message}") + "\n")
 
 
 def env_name(option: str) -> str:
@@ -118,8 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("ecomstream: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the last line of defence: one line, never a traceback
-        if os.environ.get("ECOMSTREAM_DEBUG"):
-            raise
+        if os.environ.get("ECOMSTREAM_DEBUG"):  # asked for: the traceback, redacted too
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
+            return 1
         first_line = (str(exc).splitlines() or [""])[0]
         print(
             redact(f"ecomstream: error: {type(exc).__name__}: {first_line}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -206,8 +207,9 @@ def _call(fn: Any) -> int:
     except SystemExit:
         raise
     except Exception as exc:
-        if os.environ.get("ECOMSTREAM_DEBUG"):
-            raise
+        if os.environ.get("ECOMSTREAM_DEBUG"):  # asked for: the traceback, redacted too
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
+            return 1
         first = (str(exc).splitlines() or [""])[0]
         print(redact(f"ecomstream: error: {type(exc).__name__}: {first}"), file=sys.stderr)
         return 1

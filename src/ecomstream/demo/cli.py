@@ -91,6 +91,13 @@ def register(subparsers: Any) -> None:
     )
     add_option(
         p,
+        "--dashboard-host",
+        default="127.0.0.1",
+        help="address the dashboard listens on (default 127.0.0.1: this machine only; "
+        "another address lets the network read the dashboard, read-only)",
+    )
+    add_option(
+        p,
         "--rate",
         type=_positive,
         default=DEFAULT_RATE,
@@ -164,6 +171,7 @@ def _demo(args: argparse.Namespace) -> NoReturn:
         bootstrap_servers=args.bootstrap_servers or None,
         kafka_port=args.kafka_port,
         dashboard_port=args.dashboard_port,
+        dashboard_host=args.dashboard_host.strip() or "127.0.0.1",
         rate=args.rate,
         fault_rate=args.fault_rate,
         window=args.window,

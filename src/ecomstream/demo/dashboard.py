@@ -2,7 +2,13 @@
 
 Money stays ``Decimal`` until it is rendered as text with two places, so the page shows exactly
 what gold holds; charts get the same text and parse it. Every snapshot names the table versions
-it was built from, so anyone can recompute it from the same versions and compare.
+it was built from, so anyone can recompute it from the same versions and compare, and the
+pipeline batch those versions hold (:func:`ecomstream.demo.tables.read_view`).
+
+Response time does not depend on the tables: at most one request at a time rebuilds the
+snapshot (reading three tables, milliseconds to a second), and every other request meanwhile
+gets the previous snapshot, whose ``generated_at`` says how old it is. Only the very first
+request waits for a build, and no longer than ``first_build_timeout_s``.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from ecomstream.demo.status import LAYERS, as_map, order_reasons, summarize, utc
-from ecomstream.demo.tables import CATEGORY_SALES, LOCATION_SALES, METRICS, TableReader
+from ecomstream.demo.tables import TableReader, read_view
+from ecomstream.errors import EcomstreamError, redact
 
 CENT = Decimal("0.01")
 MAX_WINDOWS = 30
@@ -166,29 +173,57 @@ def metrics_view(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 class Dashboard:
-    """Builds snapshots for the web page; at most one rebuild per ``min_interval_s``."""
+    """Builds snapshots for the web page; at most one rebuild per ``min_interval_s``, and never
+    two at once: while one request rebuilds, the others are served the previous snapshot."""
 
-    def __init__(self, reader: TableReader, *, min_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        reader: TableReader,
+        *,
+        min_interval_s: float = 1.0,
+        first_build_timeout_s: float = 30.0,
+    ) -> None:
         self.reader = reader
         self.min_interval_s = min_interval_s
-        self._cached: tuple[float, dict[str, Any]] | None = None
-        self._lock = threading.Lock()
+        self.first_build_timeout_s = first_build_timeout_s
+        # (monotonic time, snapshot or the one line its build failed with)
+        self._cached: tuple[float, dict[str, Any] | str] | None = None
+        self._building = False
+        self._changed = threading.Condition()
 
     def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            if self._cached and time.monotonic() - self._cached[0] < self.min_interval_s:
-                return self._cached[1]
+        with self._changed:
+            cached = self._cached
+            if cached and time.monotonic() - cached[0] < self.min_interval_s:
+                return _result(cached[1])
+            if self._building:
+                if cached is not None and isinstance(cached[1], dict):
+                    return cached[1]  # stale by at most one build: no request queues behind it
+                self._changed.wait_for(lambda: not self._building, self.first_build_timeout_s)
+                if self._cached is None or self._building:
+                    raise EcomstreamError(
+                        f"the first snapshot is still being built after "
+                        f"{self.first_build_timeout_s:g} s"
+                    )
+                return _result(self._cached[1])
+            self._building = True
+        value: dict[str, Any] | str
+        try:
             value = self.build()
+        except Exception as exc:  # kept for min_interval_s like a snapshot: no retry storm
+            value = error_line(exc)
+        with self._changed:
             self._cached = (time.monotonic(), value)
-            return value
+            self._building = False
+            self._changed.notify_all()
+        return _result(value)
 
     def build(self) -> dict[str, Any]:
         started = time.perf_counter()
-        cat = self.reader.read(CATEGORY_SALES)
-        loc = self.reader.read(LOCATION_SALES)
-        met = self.reader.read(METRICS)
+        view = read_view(self.reader)
+        cat, loc, met = view.category, view.location, view.metrics
         metric_rows = met.table.to_pylist() if met.table is not None else []
-        view = gold_view(
+        gold = gold_view(
             cat.table.to_pylist() if cat.table is not None else [],
             loc.table.to_pylist() if loc.table is not None else [],
         )
@@ -201,8 +236,28 @@ class Dashboard:
                 "location_sales": loc.version,
                 "metrics": met.version,
             },
-            **view,
+            "batches": {
+                "category_sales": cat.mark.batch if cat.mark else None,
+                "location_sales": loc.mark.batch if loc.mark else None,
+                "metrics": met.mark.batch if met.mark else None,
+            },
+            "consistent": view.consistent,
+            "consistency_note": view.note,
+            **gold,
             "status": status.to_json(),
             "over_time": metrics_view(metric_rows),
             "build_ms": round((time.perf_counter() - started) * 1000, 1),
         }
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for the page: the error's first line, secrets redacted."""
+    first = (str(exc).splitlines() or [""])[0]
+    text = first if isinstance(exc, EcomstreamError) else f"{type(exc).__name__}: {first}"
+    return redact(text)
+
+
+def _result(value: dict[str, Any] | str) -> dict[str, Any]:
+    if isinstance(value, str):
+        raise EcomstreamError(value)
+    return value

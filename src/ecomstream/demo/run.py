@@ -51,6 +51,7 @@ class DemoSettings:
     master: str | None = None
     spark_conf: dict[str, str] = field(default_factory=dict)
     shared_data_dir: bool = False
+    dashboard_host: str = "127.0.0.1"
 
 
 def say(message: str) -> None:
@@ -224,8 +225,16 @@ class Demo:
         from ecomstream.demo.tables import TableReader
 
         self.reader = TableReader(self.data_dir)
-        self.server = DashboardServer(Dashboard(self.reader), self.s.dashboard_port)
+        host = self.s.dashboard_host
+        self.server = DashboardServer(Dashboard(self.reader), self.s.dashboard_port, host)
         self.server.start()
+
+    def warn_if_exposed(self) -> None:
+        from ecomstream.demo.server import loopback
+
+        host = self.s.dashboard_host
+        if not loopback(host):
+            say(f"dashboard: listening on {host}, not only this machine (--dashboard-host)")
 
     def start_broker(self) -> None:
         """Find or start the broker. Starting one, the pipeline is launched first, waiting for
@@ -433,6 +442,7 @@ class Demo:
                 try:
                     self.start_dashboard()
                     say(f"dashboard: {self.server.url}")
+                    self.warn_if_exposed()
                     if not s.serve_only:
                         self.start_broker()
                         self.start_children()

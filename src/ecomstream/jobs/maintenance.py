@@ -23,6 +23,7 @@ import threading
 import time
 
 from ecomstream.adapters.base import Environment
+from ecomstream.errors import redact
 from ecomstream.jobs.batch import crash_point
 
 log = logging.getLogger("ecomstream.pipeline")
@@ -68,7 +69,7 @@ class Maintenance:
             try:
                 removed = compact(self.env)
             except Exception as exc:  # never fatal: the next interval tries again
-                first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+                first = (redact(str(exc)).splitlines() or [type(exc).__name__])[0][:300]
                 log.info(json.dumps({"event": "maintenance_failed", "error": first}))
                 continue
             self.runs += 1

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ecomstream import adapters
 from ecomstream.adapters.base import Environment, hook
-from ecomstream.errors import EcomstreamError
+from ecomstream.errors import EcomstreamError, RedactingFormatter, redact, redact_library_logs
 from ecomstream.jobs.settings import PipelineSettings
 
 if TYPE_CHECKING:
@@ -266,7 +266,8 @@ def _check(job: StreamJob) -> None:
 
 
 def _first_line(exc: Any) -> str:
-    text = str(getattr(exc, "desc", None) or exc)
+    # redacted before it is cut: a cut through a secret leaves a part no redaction recognises
+    text = redact(str(getattr(exc, "desc", None) or exc))
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("==="):
@@ -303,7 +304,8 @@ def _stop_on_sigterm() -> Iterator[None]:
 
 def configure_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(RedactingFormatter("%(message)s"))
+    redact_library_logs()
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False

@@ -15,7 +15,7 @@ from typing import Any
 
 from ecomstream.catalogue import DEFAULT_CATEGORIES
 from ecomstream.cli import add_option
-from ecomstream.errors import EcomstreamError
+from ecomstream.errors import EcomstreamError, redact
 
 DEFAULT_RATE = 200.0  # events/s: lively on a dashboard, light on a laptop
 CONNECTION_ENV = "ECOMSTREAM_EVENTHUB_CONNECTION_STRING"
@@ -258,10 +258,11 @@ def _produce(args: argparse.Namespace) -> int:
     finally:
         sender.close()
     summary.topic, summary.client = s.topic, s.client
-    print(summary.text(), flush=True)
+    # the error counts quote the clients' messages: redacted where they are printed and written
+    print(redact(summary.text()), flush=True)
     if s.summary_json is not None:
         try:
-            s.summary_json.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+            s.summary_json.write_text(redact(json.dumps(summary.to_json(), indent=2)) + "\n")
         except OSError as exc:
             raise EcomstreamError(f"--summary-json {s.summary_json}: {exc.strerror}") from None
     if summary.failed:
