@@ -53,6 +53,8 @@ def test_each_surface_of_a_full_disk_is_recognised():
     assert space.out_of_space(delta_rs) == "no space"
     assert space.out_of_space(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) == "no space"
     assert space.out_of_space("Kafka broker unreachable") is None
+    # a failed batch's message may quote a payload: an errno name inside a word is not one
+    assert space.out_of_space("malformed record 'q8EFBIGz0enospcx'") is None
 
 
 def test_a_file_size_limit_is_said_as_such(tmp_path: Path):

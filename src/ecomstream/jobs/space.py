@@ -25,14 +25,15 @@ signal.
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePath
 from typing import Any
 
 from ecomstream.errors import EcomstreamError
 
 # What each library's message says (Java, Rust's std::io, Python's OSError, libc names)
-_NO_SPACE = ("no space left on device", "os error 28", "[errno 28]", "enospc")
-_TOO_LARGE = ("file too large", "os error 27", "[errno 27]", "efbig")
+_NO_SPACE = re.compile(r"no space left on device|os error 28\b|\[errno 28\]|\benospc\b")
+_TOO_LARGE = re.compile(r"file too large|os error 27\b|\[errno 27\]|\befbig\b")
 
 
 def full_text(error: BaseException) -> str:
@@ -67,9 +68,9 @@ def out_of_space(error: BaseException | str) -> str | None:
     """``"no space"`` or ``"too large"`` when ``error`` comes from a write that the disk (or a
     file-size limit) refused, else None."""
     text = (error if isinstance(error, str) else full_text(error)).lower()
-    if any(mark in text for mark in _NO_SPACE):
+    if _NO_SPACE.search(text):
         return "no space"
-    if any(mark in text for mark in _TOO_LARGE):
+    if _TOO_LARGE.search(text):
         return "too large"
     return None
 
