@@ -163,10 +163,11 @@ def large_wave(prefix: str, n: int) -> list[tuple[bytes | None, bytes]]:
 
 # -- checks -------------------------------------------------------------------------------------
 def assert_readable(data_dir: Path) -> dict[str, int]:
-    """Every table loads in delta-rs and every commit of its log is whole, numbered from 0 on."""
+    """Every table loads in delta-rs and every commit of its log is whole, numbered from 0 on;
+    returns each table's version."""
     from deltalake import DeltaTable
 
-    rows = {}
+    versions = {}
     for key in TABLE_KEYS:
         log = data_dir / key / "_delta_log"
         commits = sorted(p for p in log.glob("*.json") if p.stem.isdigit())
@@ -174,8 +175,19 @@ def assert_readable(data_dir: Path) -> dict[str, int]:
         for commit in commits:
             for line in commit.read_text().splitlines():
                 json.loads(line)  # a half-written commit would not parse
-        rows[key] = DeltaTable(str(data_dir / key)).to_pyarrow_table().num_rows
-    return rows
+        table = DeltaTable(str(data_dir / key))
+        table.to_pyarrow_table()
+        versions[key] = table.version()
+    return versions
+
+
+def checkpoint_entries(data_dir: Path) -> tuple[list[int], list[int]]:
+    """The batches the query's checkpoint planned (offsets) and finished (commits)."""
+    root = data_dir / "_checkpoints" / "medallion"
+    return tuple(  # type: ignore[return-value]
+        sorted(int(p.name) for p in (root / kind).iterdir() if p.name.isdigit())
+        for kind in ("offsets", "commits")
+    )
 
 
 def wait_for_batch(data_dir: Path, run: Running, version: int) -> None:
@@ -239,6 +251,8 @@ def test_a_full_disk_stops_the_pipeline_with_one_line_and_a_restart_is_exact(
     assert "Traceback" not in output and "panicked" not in output, output[-3000:]
 
     lap("1. continuous run failed")
+    planned, finished = checkpoint_entries(data_dir)
+    assert len(planned) == len(finished) + 1, "the batch should fail after its checkpoint entry"
     # 2. nothing half-written: every table loads, every commit parses
     assert_readable(data_dir)
 
@@ -251,12 +265,14 @@ def test_a_full_disk_stops_the_pipeline_with_one_line_and_a_restart_is_exact(
     if small_disk.kind == "fsize":
         print("file-size limit: the checkpoint entry is too small to hit it, step skipped")
     else:
+        before = assert_readable(data_dir), checkpoint_entries(data_dir)
         small_disk.fill(0)
         with pytest.raises(EcomstreamError) as failed:
             once(kafka_broker, topic, data_dir)
         assert str(failed.value).startswith(the_line(small_disk.kind, data_dir)), failed.value
         assert failed.value.exit_code == 1
-        assert_readable(data_dir)
+        # refused at the checkpoint entry: no batch planned, no table touched
+        assert (assert_readable(data_dir), checkpoint_entries(data_dir)) == before
         small_disk.free()
 
     lap("3. checkpoint write refused")
