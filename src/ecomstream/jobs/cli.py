@@ -85,6 +85,8 @@ def register(subparsers: Any) -> None:
 def _pipeline(args: argparse.Namespace) -> int:
     from ecomstream.jobs import pipeline
     from ecomstream.jobs.settings import PipelineSettings
+    from ecomstream.native_output import native_stderr_to
+    from ecomstream.paths import cache_dir
 
     extra: dict[str, Any] = {}
     if args.categories.strip():
@@ -107,5 +109,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         shared_data_dir=args.shared_data_dir,
         **extra,
     )
-    pipeline.configure_logging()
-    return pipeline.run(settings)
+    # a full disk makes delta-rs print a Rust panic beside its error (native_output says why)
+    with native_stderr_to(cache_dir() / "native.log"):
+        pipeline.configure_logging()
+        return pipeline.run(settings)

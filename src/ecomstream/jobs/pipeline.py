@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from ecomstream import adapters
 from ecomstream.adapters.base import Environment, hook
 from ecomstream.errors import EcomstreamError, RedactingFormatter, redact, redact_library_logs
+from ecomstream.jobs import space
+from ecomstream.jobs.medallion import NAME as QUERY
 from ecomstream.jobs.settings import PipelineSettings
 
 if TYPE_CHECKING:
@@ -65,6 +67,11 @@ def run(settings: PipelineSettings) -> int:
             else:
                 run_continuous(jobs, maintenance(env, settings))
         return 0
+    except EcomstreamError:
+        raise
+    except Exception as exc:  # a first start's table creation or binding file on a full disk
+        space.raise_if_full(exc, space.state_root(env.checkpoint(QUERY)))
+        raise
     finally:
         hook(env, "close")()
 
@@ -260,6 +267,7 @@ def _check(job: StreamJob) -> None:
         return
     exc = query.exception()
     if exc is not None:
+        space.raise_if_full(exc, space.state_root(job.env.checkpoint(job.name)))
         raise EcomstreamError(f"the {job.name} query failed: {_first_line(exc)}", exit_code=1)
     if not job.settings.once:
         raise EcomstreamError(f"the {job.name} query stopped unexpectedly", exit_code=1)
