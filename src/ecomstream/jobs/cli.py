@@ -74,6 +74,14 @@ def register(subparsers: Any) -> None:
     )
     add_option(
         parser,
+        "--broker-outage-limit",
+        type=float,
+        default=60.0,
+        help="seconds a continuous run waits for an unreachable broker before it stops "
+        "with exit 1 (default 60)",
+    )
+    add_option(
+        parser,
         "--categories",
         default="",
         help="comma-separated category catalogue (default: the contract's eight)",
@@ -105,6 +113,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         master=args.master,
         spark_conf=spark_conf(args),
         shared_data_dir=args.shared_data_dir,
+        broker_outage_limit_s=args.broker_outage_limit,
         **extra,
     )
     pipeline.configure_logging()
