@@ -66,7 +66,9 @@ class Summary:
         lines = [
             f"sent {self.sent:,} orders to {self.topic} via {self.client} in "
             f"{self.elapsed_s:.2f}s: {self.acknowledged:,} acknowledged, {self.failed:,} failed "
-            f"({self.rate:,.0f} acknowledged/s)" + (" [interrupted]" if self.interrupted else ""),
+            f"({self.rate:,.0f} acknowledged/s)"
+            + (" [interrupted]" if self.interrupted else "")
+            + (" [gave up: the delivery timeout passed]" if self.gave_up else ""),
             f"clean {self.clean:,}, with one fault each {faults:,}"
             + (
                 ": " + ", ".join(f"{k} {self.faults[k]:,}" for k in FAULT_KINDS if self.faults[k])
