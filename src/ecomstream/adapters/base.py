@@ -177,6 +177,11 @@ class BaseEnvironment:
         (used only for the lag column of the metrics table)."""
         return None
 
+    def kafka_reachable(self) -> bool | None:
+        """Whether the broker answers right now, or None where the adapter cannot tell cheaply
+        (then a continuous run has no outage limit of its own; see jobs/outage.py)."""
+        return None
+
     def close(self) -> None:
         """Release clients the adapter opened (not the SparkSession)."""
 

@@ -160,6 +160,14 @@ class LocalEnvironment(BaseEnvironment):
         except Exception:  # lag is informative only: never fail a batch for it
             return None
 
+    def kafka_reachable(self) -> bool | None:
+        """The broker answers a metadata request within KAFKA_TIMEOUT_MS (the outage watch)."""
+        try:
+            self._list_topics()
+        except EcomstreamError:
+            return False
+        return True
+
     def close(self) -> None:
         if self._consumer is not None:
             with contextlib.suppress(Exception):

@@ -74,6 +74,14 @@ def register(subparsers: Any) -> None:
     )
     add_option(
         parser,
+        "--broker-outage-limit",
+        type=float,
+        default=60.0,
+        help="seconds a continuous run waits for an unreachable broker before it stops "
+        "with exit 1 (default 60)",
+    )
+    add_option(
+        parser,
         "--categories",
         default="",
         help="comma-separated category catalogue (default: the contract's eight)",
@@ -107,6 +115,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         master=args.master,
         spark_conf=spark_conf(args),
         shared_data_dir=args.shared_data_dir,
+        broker_outage_limit_s=args.broker_outage_limit,
         **extra,
     )
     # a full disk makes delta-rs print a Rust panic beside its error (native_output says why)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ecomstream.jobs import outage
 from ecomstream.jobs.base import StreamJob
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ class MedallionJob(StreamJob):
         options = {"startingOffsets": self.settings.starting_offsets, "failOnDataLoss": "true"}
         if self.settings.max_offsets_per_trigger is not None:
             options["maxOffsetsPerTrigger"] = str(self.settings.max_offsets_per_trigger)
+        # Spark waits out a broker outage at least as long as the run is asked to
+        options.update(outage.source_options(self.settings.broker_outage_limit_s))
         # the adapter knows its source best (Event Hubs timeouts, security): its options win
         return {**options, **self.env.kafka_source_options()}
 

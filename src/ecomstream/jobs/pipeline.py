@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from ecomstream.jobs.base import StreamJob
     from ecomstream.jobs.maintenance import Maintenance
+    from ecomstream.jobs.outage import OutageWatch
 
 log = logging.getLogger("ecomstream.pipeline")
 POLL_S = 0.5
@@ -65,7 +66,7 @@ def run(settings: PipelineSettings) -> int:
             if settings.once:
                 run_once(jobs)
             else:
-                run_continuous(jobs, maintenance(env, settings))
+                run_continuous(jobs, maintenance(env, settings), outage_watch(env, settings))
         return 0
     except EcomstreamError:
         raise
@@ -227,23 +228,41 @@ def maintenance(env: Environment, settings: PipelineSettings) -> Maintenance:
     return Maintenance(env, settings.maintenance_interval_s)
 
 
-def run_continuous(jobs: list[StreamJob], upkeep: Maintenance | None = None) -> None:
+def outage_watch(env: Environment, settings: PipelineSettings) -> OutageWatch:
+    from ecomstream.jobs.outage import OutageWatch, quiet_kafka_client_logs
+
+    quiet_kafka_client_logs()
+    broker = settings.bootstrap_servers or f"the broker of topic {settings.topic}"
+    return OutageWatch(hook(env, "kafka_reachable"), broker, settings.broker_outage_limit_s)
+
+
+def run_continuous(
+    jobs: list[StreamJob], upkeep: Maintenance | None = None, watch: OutageWatch | None = None
+) -> None:
     for job in jobs:
         job.start()
     if upkeep is not None:
         upkeep.start()
+    if watch is not None:
+        watch.start()
     try:
         while not _STOP.is_set():
+            if watch is not None:
+                watch.check()  # first: a query failing after the limit is the outage's doing
             for job in jobs:
                 _check(job)
             _STOP.wait(POLL_S)
     except KeyboardInterrupt:
         pass
     except BaseException:
+        if watch is not None:
+            watch.stop()
         if upkeep is not None:
             upkeep.stop()
         _stop_all(jobs)
         raise
+    if watch is not None:
+        watch.stop()
     log.info('{"event": "stopping", "reason": "interrupted"}')
     if upkeep is not None:
         upkeep.stop()

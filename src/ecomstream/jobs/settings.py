@@ -46,6 +46,8 @@ class PipelineSettings:
     spark_conf: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
     # the data dir is the same directory on every node of a cluster (docs/scaling.md)
     shared_data_dir: bool = False
+    # a continuous run waits this long for an unreachable broker, then stops (jobs/outage.py)
+    broker_outage_limit_s: float = 60.0
 
     def __post_init__(self) -> None:
         from ecomstream.transforms.gold import parse_window
@@ -74,7 +76,15 @@ class PipelineSettings:
         if self.wait_for_topic_s < 0:
             raise EcomstreamError("--wait-for-topic must be >= 0 seconds")
         parse_duration_s(self.maintenance_interval, "--maintenance-interval")
+        self._check_outage_limit()
         self._check_spark()
+
+    def _check_outage_limit(self) -> None:
+        if not 0 < self.broker_outage_limit_s < float("inf"):
+            raise EcomstreamError(
+                f"--broker-outage-limit must be a positive number of seconds, not "
+                f"{self.broker_outage_limit_s}"
+            )
 
     def _check_spark(self) -> None:
         """The master is a master, and the local profile's tables are where its executors

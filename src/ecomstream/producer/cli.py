@@ -17,6 +17,7 @@ from ecomstream.catalogue import DEFAULT_CATEGORIES
 from ecomstream.cli import add_option
 from ecomstream.errors import EcomstreamError, redact
 
+DEFAULT_DELIVERY_TIMEOUT_S = 120.0  # sender.DEFAULT_DELIVERY_TIMEOUT_S (no client import here)
 DEFAULT_RATE = 200.0  # events/s: lively on a dashboard, light on a laptop
 CONNECTION_ENV = "ECOMSTREAM_EVENTHUB_CONNECTION_STRING"
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -84,6 +85,15 @@ def register(subparsers: Any) -> None:
         default=60.0,
         help="seconds the final flush waits; records still unconfirmed then count as failed",
     )
+    add_option(
+        p,
+        "--delivery-timeout",
+        type=float,
+        default=DEFAULT_DELIVERY_TIMEOUT_S,
+        help="seconds each order is retried while the broker is away; once one goes "
+        "unacknowledged that long the run stops and exits 1 "
+        f"(default {DEFAULT_DELIVERY_TIMEOUT_S:g})",
+    )
     add_option(p, "--summary-json", type=Path, help="also write the summary as JSON here")
     add_option(
         p,
@@ -112,6 +122,7 @@ class ProduceSettings:
     compression: str
     linger_ms: int
     flush_timeout: float
+    delivery_timeout: float
     summary_json: Path | None
     security: dict[str, Any] = field(default_factory=dict, repr=False)  # the Event Hubs secret
 
@@ -185,6 +196,10 @@ def settings_from_args(args: argparse.Namespace) -> ProduceSettings:
         )
     if not args.flush_timeout > 0:
         raise EcomstreamError(f"--flush-timeout must be positive, not {args.flush_timeout}")
+    if not 1 <= args.delivery_timeout < float("inf"):
+        raise EcomstreamError(
+            f"--delivery-timeout must be at least 1 second, not {args.delivery_timeout}"
+        )
 
     client = args.client or default_client()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
@@ -204,6 +219,7 @@ def settings_from_args(args: argparse.Namespace) -> ProduceSettings:
         compression=compression or "none",
         linger_ms=args.linger_ms,
         flush_timeout=args.flush_timeout,
+        delivery_timeout=args.delivery_timeout,
         security=security,
         summary_json=args.summary_json,
     )
@@ -242,6 +258,7 @@ def _produce(args: argparse.Namespace) -> int:
             client=s.client,
             linger_ms=s.linger_ms,
             compression=s.compression,
+            delivery_timeout_s=s.delivery_timeout,
             security=s.security,
         )
     )
@@ -265,8 +282,22 @@ def _produce(args: argparse.Namespace) -> int:
             s.summary_json.write_text(redact(json.dumps(summary.to_json(), indent=2)) + "\n")
         except OSError as exc:
             raise EcomstreamError(f"--summary-json {s.summary_json}: {exc.strerror}") from None
+    if summary.gave_up:
+        raise _gave_up(s, summary)
     if summary.failed:
         return 1
     if summary.interrupted and (s.count is not None or s.duration is not None):
         return 130  # stopped before the work asked for was done
     return 0
+
+
+def _gave_up(s: ProduceSettings, summary: Any) -> EcomstreamError:
+    """The one line for a broker that stayed away longer than --delivery-timeout."""
+    return EcomstreamError(
+        f"Kafka at {s.bootstrap_servers} left orders unacknowledged for the whole "
+        f"--delivery-timeout of {s.delivery_timeout:g}s, so the producer stopped: "
+        f"{summary.acknowledged:,} of {summary.sent:,} sent acknowledged, {summary.failed:,} "
+        "failed (a failed order may or may not be on the topic); is the broker running? "
+        "(ecomstream kafka status)",
+        exit_code=1,
+    )

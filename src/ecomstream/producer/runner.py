@@ -1,4 +1,9 @@
-"""The produce loop: generate in batches, pace to the rate, hand over, flush, summarise."""
+"""The produce loop: generate in batches, pace to the rate, hand over, flush, summarise.
+
+The loop gives up once a record has gone unacknowledged for the sender's delivery timeout (the
+broker has been away that long): it stops handing over more, flushes what is outstanding and
+returns a summary with ``gave_up`` set, so the command can say so in one line.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ class Summary:
     sent: int = 0
     acknowledged: int = 0
     failed: int = 0
+    timed_out: int = 0  # of ``failed``: not acknowledged within the delivery timeout
+    gave_up: bool = False  # stopped early: the broker did not acknowledge within that time
     faults: Counter[str] = field(default_factory=Counter)
     clean: int = 0
     elapsed_s: float = 0.0
@@ -41,6 +48,8 @@ class Summary:
             "sent": self.sent,
             "acknowledged": self.acknowledged,
             "failed": self.failed,
+            "timed_out": self.timed_out,
+            "gave_up": self.gave_up,
             "faults": {kind: self.faults.get(kind, 0) for kind in FAULT_KINDS},
             "clean": self.clean,
             "elapsed_s": round(self.elapsed_s, 3),
@@ -57,7 +66,9 @@ class Summary:
         lines = [
             f"sent {self.sent:,} orders to {self.topic} via {self.client} in "
             f"{self.elapsed_s:.2f}s: {self.acknowledged:,} acknowledged, {self.failed:,} failed "
-            f"({self.rate:,.0f} acknowledged/s)" + (" [interrupted]" if self.interrupted else ""),
+            f"({self.rate:,.0f} acknowledged/s)"
+            + (" [interrupted]" if self.interrupted else "")
+            + (" [gave up: the delivery timeout passed]" if self.gave_up else ""),
             f"clean {self.clean:,}, with one fault each {faults:,}"
             + (
                 ": " + ", ".join(f"{k} {self.faults[k]:,}" for k in FAULT_KINDS if self.faults[k])
@@ -112,12 +123,18 @@ def run(
                 ahead = start + summary.sent / rate - clock()
                 if ahead > 0:
                     sender.poll()
+                    if _timed_out(sender):
+                        summary.gave_up = True
+                        break
                     sleep(min(ahead, 0.5))
                     continue
             batch = generator.batch(n)
             sender.send_batch(batch)
             _count_kinds(batch, faults, summary)
             batch = []
+            if _timed_out(sender):
+                summary.gave_up = True
+                break
             if progress is not None and progress.due():
                 progress.update(
                     summary.sent, sender.acknowledged, sender.failed, sum(faults.values())
@@ -135,6 +152,7 @@ def run(
     except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, count what is missing
         summary.interrupted = True
     summary.failed = sender.failed
+    summary.timed_out = _timed_out(sender)
     summary.acknowledged = sender.acknowledged
     summary.errors.update(sender.errors)
     unconfirmed = summary.sent - summary.acknowledged - summary.failed
@@ -148,6 +166,12 @@ def run(
         )
         progress.close()
     return summary
+
+
+def _timed_out(sender: Sender) -> int:
+    """Records the broker left unacknowledged for the whole delivery timeout (a sender that
+    does not track it has none)."""
+    return int(getattr(sender, "timed_out", 0))
 
 
 def _count_kinds(records: list[Any], faults: Counter[str], summary: Summary) -> None:

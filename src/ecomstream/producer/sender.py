@@ -5,6 +5,12 @@ retries), the Java client's murmur2 key partitioner (so a key lands on the same 
 whichever client sent it), batching and compression chosen by measurement (see
 docs/producer.md). Every record handed over ends either acknowledged or counted as failed with
 its error; :meth:`Sender.flush` waits for the outstanding ones.
+
+A broker that goes away is retried, record by record, for ``delivery_timeout_s`` after the
+record was handed over (librdkafka's ``message.timeout.ms``, kafka-python's
+``delivery_timeout_ms``); the idempotent producer's sequence numbers make those retries land
+once each when the broker comes back. A record still unacknowledged then counts as failed and
+in ``timed_out``: it may or may not be on the topic (its acknowledgement may be what was lost).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ CONNECT_TIMEOUT_S = 10.0
 # (broker.MAX_MESSAGE_BYTES); Event Hubs refuses an event over 1 MB, counted as failed.
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+DEFAULT_DELIVERY_TIMEOUT_S = 120.0
 
 
 def default_client() -> str:
@@ -44,6 +51,8 @@ class SenderSettings:
     linger_ms: int = 20
     batch_bytes: int = 512 * 1024
     compression: str = "none"
+    # how long each record is retried (a broker outage) before it counts as failed
+    delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S
     # extra client settings (Event Hubs SASL_SSL), in kafka-python's spelling
     security: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -51,6 +60,7 @@ class SenderSettings:
 class Sender(Protocol):
     sent: int
     failed: int
+    timed_out: int  # of ``failed``: not acknowledged within the delivery timeout
     errors: Counter[str]
 
     @property
@@ -99,8 +109,10 @@ class KafkaPythonSender:
         self.settings = settings
         self.sent = 0
         self.failed = 0
+        self.timed_out = 0
         self._acked = 0
         self.errors: Counter[str] = Counter()
+        delivery_ms = int(settings.delivery_timeout_s * 1000)
         config: dict[str, Any] = {
             "bootstrap_servers": settings.bootstrap_servers,
             "acks": "all",
@@ -110,7 +122,9 @@ class KafkaPythonSender:
             "compression_type": None if settings.compression == "none" else settings.compression,
             "max_block_ms": int(CONNECT_TIMEOUT_S * 1000),
             "bootstrap_timeout_ms": int(CONNECT_TIMEOUT_S * 1000),
-            "request_timeout_ms": 30_000,
+            # the client wants delivery >= linger + request timeout
+            "request_timeout_ms": max(min(30_000, delivery_ms - settings.linger_ms), 1000),
+            "delivery_timeout_ms": max(delivery_ms, settings.linger_ms + 1000),
             "max_request_size": MAX_REQUEST_BYTES,
         }
         config.update(settings.security)
@@ -135,7 +149,11 @@ class KafkaPythonSender:
         self._acked += 1
 
     def _err(self, exc: BaseException) -> None:
+        from kafka.errors import KafkaTimeoutError
+
         self.failed += 1
+        if isinstance(exc, KafkaTimeoutError):
+            self.timed_out += 1
         self.errors[redact(f"{type(exc).__name__}: {exc}")] += 1
 
     def send(self, key: bytes | None, value: bytes) -> None:
@@ -198,7 +216,7 @@ def _confluent_config(settings: SenderSettings) -> dict[str, Any]:
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 512 * 1024,
         "message.max.bytes": MAX_REQUEST_BYTES,
-        "message.timeout.ms": 120_000,
+        "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
         "socket.connection.setup.timeout.ms": int(CONNECT_TIMEOUT_S * 1000),
         # only failures come back as callbacks: acknowledged = sent - failed - still queued
         "delivery.report.only.error": True,
@@ -234,6 +252,7 @@ class ConfluentSender:
         self.settings = settings
         self.sent = 0
         self.failed = 0
+        self.timed_out = 0
         self.errors: Counter[str] = Counter()
         config = _confluent_config(settings)
         config["error_cb"] = self._client_error
@@ -268,7 +287,11 @@ class ConfluentSender:
 
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:
+            from confluent_kafka import KafkaError
+
             self.failed += 1
+            if err.code() == KafkaError._MSG_TIMED_OUT:
+                self.timed_out += 1
             self.errors[redact(err.str())] += 1
 
     @property
