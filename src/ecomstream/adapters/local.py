@@ -160,6 +160,16 @@ class LocalEnvironment(BaseEnvironment):
         except Exception:  # lag is informative only: never fail a batch for it
             return None
 
+    def kafka_source_state(self) -> Any:
+        from ecomstream.jobs.checkpoints import source_state
+
+        config = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "request_timeout_ms": KAFKA_TIMEOUT_MS * 2,
+            "bootstrap_timeout_ms": KAFKA_TIMEOUT_MS,
+        }
+        return source_state(config, self.topic)
+
     def close(self) -> None:
         if self._consumer is not None:
             with contextlib.suppress(Exception):

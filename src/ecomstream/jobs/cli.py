@@ -78,8 +78,31 @@ def register(subparsers: Any) -> None:
         default="",
         help="comma-separated category catalogue (default: the contract's eight)",
     )
+    add_option(
+        parser,
+        "--reset-checkpoints",
+        action="store_true",
+        default=False,
+        help="replace a lost or foreign checkpoint by one rebuilt from the tables",
+    )
+    add_option(
+        parser,
+        "--fail-on-data-loss",
+        type=_boolean,
+        default=True,
+        help="stop when the topic lost records not yet read (false: skip them)",
+    )
     add_spark_options(parser)
     parser.set_defaults(func=_pipeline)
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
 
 
 def _pipeline(args: argparse.Namespace) -> int:
@@ -105,6 +128,8 @@ def _pipeline(args: argparse.Namespace) -> int:
         master=args.master,
         spark_conf=spark_conf(args),
         shared_data_dir=args.shared_data_dir,
+        reset_checkpoints=args.reset_checkpoints,
+        fail_on_data_loss=args.fail_on_data_loss,
         **extra,
     )
     pipeline.configure_logging()

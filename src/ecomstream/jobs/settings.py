@@ -46,6 +46,10 @@ class PipelineSettings:
     spark_conf: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
     # the data dir is the same directory on every node of a cluster (docs/scaling.md)
     shared_data_dir: bool = False
+    # rebuild a lost or foreign checkpoint from the tables (jobs/checkpoints.py)
+    reset_checkpoints: bool = False
+    # records removed from the topic before they were read stop the pipeline (False: skip them)
+    fail_on_data_loss: bool = True
 
     def __post_init__(self) -> None:
         from ecomstream.transforms.gold import parse_window
