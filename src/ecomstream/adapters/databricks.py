@@ -245,7 +245,7 @@ class DatabricksEnvironment(BaseEnvironment):
             return None
 
     def kafka_source_state(self) -> Any:
-        from ecomstream.jobs.checkpoints import source_state
+        from ecomstream.jobs.checkpoint_state import source_state
 
         config = {
             **eventhubs.kafka_python_config(self._connection),

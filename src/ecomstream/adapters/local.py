@@ -161,7 +161,7 @@ class LocalEnvironment(BaseEnvironment):
             return None
 
     def kafka_source_state(self) -> Any:
-        from ecomstream.jobs.checkpoints import source_state
+        from ecomstream.jobs.checkpoint_state import source_state
 
         config = {
             "bootstrap_servers": self.bootstrap_servers,
