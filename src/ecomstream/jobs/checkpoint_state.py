@@ -237,27 +237,35 @@ def table_state(env: Environment, key: str, spark: Callable[[], SparkSession]) -
 
         delta = DeltaTable(local)
         version = int(delta.version())
-        commits = delta.history(HISTORY_DEPTH)
-        if len(commits) >= HISTORY_DEPTH:
-            commits = delta.history()
+        history: Callable[[int | None], list[dict[str, Any]]] = delta.history
     else:
         if not table.exists(spark()):
             return TableState(key, -1, None)
-        rows = table.delta_table(spark()).history().select("version", "timestamp", "userMetadata")
-        commits = [
-            {
-                "version": r["version"],
-                "timestamp": int(r["timestamp"].timestamp() * 1000),
-                "userMetadata": r["userMetadata"],
-            }
-            for r in rows.collect()
-        ]
-        version = max((int(c["version"]) for c in commits), default=0)
-    commits.sort(key=lambda c: int(c.get("version", -1)), reverse=True)
-    for commit in commits:
-        mark = _mark(commit)
-        if mark is not None:
-            return TableState(key, version, mark)
+        handle = table.delta_table(spark())
+
+        def history(depth: int | None) -> list[dict[str, Any]]:
+            df = handle.history(depth) if depth else handle.history()
+            return [
+                {
+                    "version": r["version"],
+                    "timestamp": int(r["timestamp"].timestamp() * 1000),
+                    "userMetadata": r["userMetadata"],
+                }
+                for r in df.select("version", "timestamp", "userMetadata").collect()
+            ]
+
+        version = -2
+    # the newest commits first: a long-running stream has tens of thousands of them
+    for depth in (HISTORY_DEPTH, None):
+        commits = sorted(history(depth), key=lambda c: int(c.get("version", -1)), reverse=True)
+        if version == -2:
+            version = max((int(c["version"]) for c in commits), default=0)
+        for commit in commits:
+            mark = _mark(commit)
+            if mark is not None:
+                return TableState(key, version, mark)
+        if len(commits) < HISTORY_DEPTH:
+            break
     return TableState(key, version, None)
 
 
