@@ -93,10 +93,9 @@ def test_a_lost_checkpoint_is_refused_and_the_reset_makes_a_half_written_batch_g
         record(order("b4", 2.5, country="US", city="Boston")),
     ]
     send_all(kafka_broker.bootstrap, topic, run2)
+    ahead = {"silver/orders", "gold/category_sales"}
     with monkeypatch.context() as patch:
-        patch.setattr(
-            Ledger, "_save_rows", dying_after_batch_0_except({"silver/orders", "gold/category_sales"})
-        )
+        patch.setattr(Ledger, "_save_rows", dying_after_batch_0_except(ahead))
         with pytest.raises(EcomstreamError):
             _once(kafka_broker, topic, data_dir)
     silver = {r.order_id for r in tables(spark, data_dir)["silver/orders"].collect()}
