@@ -163,7 +163,7 @@ def run_layers(settings: Any, layers: Sequence[str], adapter_extra: dict[str, An
 
     from ecomstream import adapters
     from ecomstream.adapters.base import hook
-    from ecomstream.jobs import pipeline
+    from ecomstream.jobs import checkpoints, pipeline
 
     unknown = [layer for layer in layers if layer not in LAYERS]
     if unknown:
@@ -175,9 +175,10 @@ def run_layers(settings: Any, layers: Sequence[str], adapter_extra: dict[str, An
     try:
         hook(env, "preflight")()
         hook(env, "bind")(settings.topic, settings.window)
+        start = checkpoints.guard(env, settings)
         spark = env.spark()
         pipeline.ensure_tables(spark, env, settings)
-        jobs = pipeline.make_jobs(env, settings)
+        jobs = pipeline.make_jobs(env, settings, start)
         with pipeline._stop_on_sigterm():
             if settings.once:
                 pipeline.run_once(jobs)

@@ -182,6 +182,12 @@ class BaseEnvironment:
         (then a continuous run has no outage limit of its own; see jobs/outage.py)."""
         return None
 
+    def kafka_source_state(self) -> Any:
+        """The topic's id and first and end offsets per partition
+        (:class:`ecomstream.jobs.checkpoints.SourceState`), or None where the endpoint cannot
+        say: the start-up checks of the checkpoint against the topic are then skipped."""
+        return None
+
     def close(self) -> None:
         """Release clients the adapter opened (not the SparkSession)."""
 

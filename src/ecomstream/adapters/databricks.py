@@ -244,6 +244,15 @@ class DatabricksEnvironment(BaseEnvironment):
         except Exception:  # lag is informative only: never fail a batch for it
             return None
 
+    def kafka_source_state(self) -> Any:
+        from ecomstream.jobs.checkpoint_state import source_state
+
+        config = {
+            **eventhubs.kafka_python_config(self._connection),
+            "bootstrap_timeout_ms": PREFLIGHT_TIMEOUT_MS,
+        }
+        return source_state(config, self.topic)
+
     def close(self) -> None:
         if self._consumer is not None:
             with contextlib.suppress(Exception):

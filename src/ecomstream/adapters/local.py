@@ -168,6 +168,16 @@ class LocalEnvironment(BaseEnvironment):
             return False
         return True
 
+    def kafka_source_state(self) -> Any:
+        from ecomstream.jobs.checkpoint_state import source_state
+
+        config = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "request_timeout_ms": KAFKA_TIMEOUT_MS * 2,
+            "bootstrap_timeout_ms": KAFKA_TIMEOUT_MS,
+        }
+        return source_state(config, self.topic)
+
     def close(self) -> None:
         if self._consumer is not None:
             with contextlib.suppress(Exception):

@@ -86,8 +86,31 @@ def register(subparsers: Any) -> None:
         default="",
         help="comma-separated category catalogue (default: the contract's eight)",
     )
+    add_option(
+        parser,
+        "--reset-checkpoints",
+        action="store_true",
+        default=False,
+        help="replace a lost or foreign checkpoint by one rebuilt from the tables",
+    )
+    add_option(
+        parser,
+        "--fail-on-data-loss",
+        type=_boolean,
+        default=True,
+        help="stop when the topic lost records not yet read (false: skip them)",
+    )
     add_spark_options(parser)
     parser.set_defaults(func=_pipeline)
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
 
 
 def _pipeline(args: argparse.Namespace) -> int:
@@ -116,6 +139,8 @@ def _pipeline(args: argparse.Namespace) -> int:
         spark_conf=spark_conf(args),
         shared_data_dir=args.shared_data_dir,
         broker_outage_limit_s=args.broker_outage_limit,
+        reset_checkpoints=args.reset_checkpoints,
+        fail_on_data_loss=args.fail_on_data_loss,
         **extra,
     )
     # a full disk makes delta-rs print a Rust panic beside its error (native_output says why)

@@ -8,10 +8,13 @@ path from an order to gold. docs/pipeline.md has the figures behind the choice.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
+from ecomstream.adapters.base import Environment
 from ecomstream.jobs import outage
 from ecomstream.jobs.base import StreamJob
+from ecomstream.jobs.settings import PipelineSettings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -25,14 +28,28 @@ NAME = "medallion"
 class MedallionJob(StreamJob):
     name = NAME
 
+    def __init__(
+        self, env: Environment, settings: PipelineSettings, start: dict[int, int] | None = None
+    ) -> None:
+        super().__init__(env, settings)
+        # where a reset checkpoint starts, per partition (jobs/checkpoints.py)
+        self.start_offsets = start
+
     def source_options(self) -> dict[str, str]:
-        options = {"startingOffsets": self.settings.starting_offsets, "failOnDataLoss": "true"}
+        options = {
+            "startingOffsets": self.settings.starting_offsets,
+            "failOnDataLoss": str(self.settings.fail_on_data_loss).lower(),
+        }
         if self.settings.max_offsets_per_trigger is not None:
             options["maxOffsetsPerTrigger"] = str(self.settings.max_offsets_per_trigger)
         # Spark waits out a broker outage at least as long as the run is asked to
         options.update(outage.source_options(self.settings.broker_outage_limit_s))
         # the adapter knows its source best (Event Hubs timeouts, security): its options win
-        return {**options, **self.env.kafka_source_options()}
+        options = {**options, **self.env.kafka_source_options()}
+        if self.start_offsets is not None:  # ... except where a reset says the tables end
+            positions = {str(p): o for p, o in sorted(self.start_offsets.items())}
+            options["startingOffsets"] = json.dumps({self.settings.topic: positions})
+        return options
 
     def _writer(self) -> DataStreamWriter:
         self._batch: MedallionBatch | None = None

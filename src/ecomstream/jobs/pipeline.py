@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ecomstream import adapters
 from ecomstream.adapters.base import Environment, hook
 from ecomstream.errors import EcomstreamError, RedactingFormatter, redact, redact_library_logs
-from ecomstream.jobs import space
+from ecomstream.jobs import checkpoints, space
 from ecomstream.jobs.medallion import NAME as QUERY
 from ecomstream.jobs.settings import PipelineSettings
 
@@ -49,11 +49,12 @@ def run(settings: PipelineSettings) -> int:
         early = _start_spark_early(env) if settings.wait_for_topic_s > 0 else None
         hook(env, "preflight")()
         hook(env, "bind")(settings.topic, settings.window)
+        start = checkpoints.guard(env, settings)
         if early is not None:
             early.join()
         spark = env.spark()
         ensure_tables(spark, env, settings)
-        jobs = make_jobs(env, settings)
+        jobs = make_jobs(env, settings, start)
         mode = "once" if settings.once else f"continuous, trigger {settings.trigger_interval}"
         log.info(
             '{"event": "start", "topic": "%s", "profile": "%s", "mode": "%s", "window": "%s"}',
@@ -129,10 +130,13 @@ def warm_up(spark: SparkSession) -> tuple[int, int]:
     return sum(int(r["order_count"]) for r in category_sales(silver).collect()), len(rejected)
 
 
-def make_jobs(env: Environment, settings: PipelineSettings) -> list[StreamJob]:
+def make_jobs(
+    env: Environment, settings: PipelineSettings, start: dict[int, int] | None = None
+) -> list[StreamJob]:
+    """The query; ``start``: where a reset checkpoint starts (:func:`checkpoints.guard`)."""
     from ecomstream.jobs.medallion import MedallionJob
 
-    return [MedallionJob(env, settings)]
+    return [MedallionJob(env, settings, start)]
 
 
 def declared_schemas() -> dict[str, StructType]:

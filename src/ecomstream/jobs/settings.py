@@ -48,6 +48,10 @@ class PipelineSettings:
     shared_data_dir: bool = False
     # a continuous run waits this long for an unreachable broker, then stops (jobs/outage.py)
     broker_outage_limit_s: float = 60.0
+    # rebuild a lost or foreign checkpoint from the tables (jobs/checkpoints.py)
+    reset_checkpoints: bool = False
+    # records removed from the topic before they were read stop the pipeline (False: skip them)
+    fail_on_data_loss: bool = True
 
     def __post_init__(self) -> None:
         from ecomstream.transforms.gold import parse_window
