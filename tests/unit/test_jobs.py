@@ -658,3 +658,42 @@ def test_gold_hours_are_loaded_from_the_table_on_a_miss(
     # past max_hours the least recently touched hour is let go, and read again when touched
     state.updated({ten: {("Books",): [1, 1, 1]}})
     assert len(reads) == 3
+
+
+class _FailedQuery:
+    isActive = False
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def exception(self) -> Exception:
+        return RuntimeError(self._text)
+
+
+def test_records_lost_mid_run_are_one_line_naming_the_topic_and_the_way_on(tmp_path: Path):
+    """Spark's KAFKA_DATA_LOSS while a query runs (retention overtook it) is the line that names
+    the topic and --fail-on-data-loss, not 'the medallion query failed: ...Python Proxy...'."""
+    from types import SimpleNamespace
+
+    from ecomstream.errors import EcomstreamError
+    from ecomstream.jobs import pipeline
+
+    settings = PipelineSettings(topic="orders", data_dir=tmp_path, bootstrap_servers="b:1")
+    env = SimpleNamespace(checkpoint=lambda name: str(tmp_path / "_checkpoints" / name))
+    spark_text = (
+        "[STREAM_FAILED] Query [id = 1] terminated with exception: [KAFKA_DATA_LOSS."
+        "START_OFFSET_RESET] Some data may have been lost because they are not available in "
+        "Kafka any more; either the data was aged out by Kafka or the topic may have been "
+        "deleted before all the data in the topic was processed."
+    )
+    for text, expected in (
+        (spark_text, "topic 'orders' lost records"),
+        ("[STREAM_FAILED] something else broke", "the medallion query failed: [STREAM_FAILED]"),
+    ):
+        job = SimpleNamespace(
+            name="medallion", query=_FailedQuery(text), env=env, settings=settings
+        )
+        with pytest.raises(EcomstreamError) as caught:
+            pipeline._check(job)  # type: ignore[arg-type]
+        assert str(caught.value).startswith(expected)
+        assert ("--fail-on-data-loss false" in str(caught.value)) == (text is spark_text)

@@ -291,9 +291,26 @@ def _check(job: StreamJob) -> None:
     exc = query.exception()
     if exc is not None:
         space.raise_if_full(exc, space.state_root(job.env.checkpoint(job.name)))
+        _raise_if_data_loss(exc, job.settings.topic)
         raise EcomstreamError(f"the {job.name} query failed: {_first_line(exc)}", exit_code=1)
     if not job.settings.once:
         raise EcomstreamError(f"the {job.name} query stopped unexpectedly", exit_code=1)
+
+
+# Spark's error condition when records it was about to read left the topic mid-run (retention
+# overtook the query, or delete-records): at start-up jobs/checkpoints.py says it first.
+_DATA_LOSS_MARKS = ("KAFKA_DATA_LOSS", "Some data may have been lost")
+
+
+def _raise_if_data_loss(exc: Any, topic: str) -> None:
+    text = str(getattr(exc, "desc", None) or exc)
+    if any(mark in text for mark in _DATA_LOSS_MARKS):
+        raise EcomstreamError(
+            f"topic {topic!r} lost records the pipeline had not read yet while it ran (retention "
+            "or delete-records): the batch that met the gap was not committed. To go on without "
+            "them, run once with --fail-on-data-loss false",
+            exit_code=1,
+        )
 
 
 def _first_line(exc: Any) -> str:
