@@ -127,7 +127,7 @@ def describe_exit(status: int) -> str:
         except ValueError:
             name = f"signal {-status}"
         if -status == signal.SIGKILL:
-            return f"killed by {name} (the kernel's OOM killer or a user)"
+            return f"killed by {name}: the kernel's OOM killer or a user"
         return f"killed by {name}"
     if status in OOM_EXIT_CODES:
         return f"exit code {status}: out of memory"

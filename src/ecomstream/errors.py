@@ -113,7 +113,7 @@ def redact_library_logs() -> None:
     logging.root.addHandler(handler)
 
 
-class _LibraryHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _LibraryHandler(logging.StreamHandler):
     """The root logger's handler (see :func:`redact_library_logs`)."""
 
 
