@@ -121,6 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("ecomstream: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the last line of defence: one line, never a traceback
+        from ecomstream import driver_jvm
+
+        status = driver_jvm.jvm_gone(exc)
+        if status is not None:  # Py4J lost the JVM: how it ended, not Py4J's complaint
+            print(redact(f"ecomstream: error: {driver_jvm.stopped_line(status)}"), file=sys.stderr)
+            return 1
         if os.environ.get("ECOMSTREAM_DEBUG"):  # asked for: the traceback, redacted too
             print(redact(traceback.format_exc()), file=sys.stderr, end="")
             return 1

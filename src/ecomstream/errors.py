@@ -18,6 +18,7 @@ producer's error summary, the dashboard's error text), and it removes two kinds 
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 
@@ -92,7 +93,29 @@ class RedactingFormatter(logging.Formatter):
 
 def redact_library_logs() -> None:
     """Python's last-resort handler prints the WARNINGs of loggers nobody configured (kafka-python,
-    py4j) to stderr: those lines are redacted too."""
+    py4j) to stderr: those lines are redacted too.
+
+    The root logger gets a handler of the same kind, so that a library's module-level
+    ``logging.exception`` (py4j's "Exception while sending command." when the JVM is gone)
+    no longer calls ``basicConfig``, whose handler printed a traceback. Py4J's own records are
+    dropped there: a lost gateway reaches the command as an exception, which says it in one
+    line (driver_jvm.py); ``ECOMSTREAM_DEBUG=1`` shows them."""
     last = logging.lastResort
     if last is not None and not isinstance(last.formatter, RedactingFormatter):
         last.setFormatter(RedactingFormatter("%(message)s"))
+    if any(isinstance(h, _LibraryHandler) for h in logging.root.handlers):
+        return
+    handler = _LibraryHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(RedactingFormatter("%(message)s"))
+    if not os.environ.get("ECOMSTREAM_DEBUG"):
+        handler.addFilter(_not_py4j)
+    logging.root.addHandler(handler)
+
+
+class _LibraryHandler(logging.StreamHandler):
+    """The root logger's handler (see :func:`redact_library_logs`)."""
+
+
+def _not_py4j(record: logging.LogRecord) -> bool:
+    return not (record.name.startswith("py4j") or f"{os.sep}py4j{os.sep}" in record.pathname)

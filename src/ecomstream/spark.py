@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from ecomstream import driver_jvm
 from ecomstream.errors import EcomstreamError
 from ecomstream.paths import cache_dir
 
@@ -97,6 +98,7 @@ def local_session(
         "spark.jars.ivy": str(ivy),
         **(extra_conf or {}),
     }
+    conf["spark.driver.extraJavaOptions"] = exit_on_oom(conf.get("spark.driver.extraJavaOptions"))
     for key, value in conf.items():
         builder = builder.config(key, value)
     resolved = _resolved_jars()
@@ -110,6 +112,7 @@ def local_session(
     log_file = log_file or cache_dir() / "spark.log"
     if on_this_machine:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    driver_jvm.remember_log(log_file)
     try:
         with _jvm_output_to(log_file):
             spark = builder.getOrCreate()
@@ -120,6 +123,17 @@ def local_session(
     if not resolved:
         _remember_jars(spark.sparkContext.getConf().get("spark.jars", ""))
     return spark
+
+
+def exit_on_oom(options: str | None) -> str:
+    """The driver's Java options with ``-XX:+ExitOnOutOfMemoryError``, unless they already say
+    what to do on an ``OutOfMemoryError``: a JVM out of heap exits at once instead of limping
+    on in a thread Spark's own handler does not watch (driver_jvm.py turns its exit into one
+    line). Only the JVM this process starts reads them, never spark-submit's or a cluster's."""
+    options = (options or "").strip()
+    if "OutOfMemoryError" in options:
+        return options
+    return f"{options} {driver_jvm.EXIT_ON_OOM}".strip()
 
 
 def lift_json_write_depth(spark: SparkSession) -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ecomstream import adapters
 from ecomstream.adapters.base import Environment, hook
 from ecomstream.errors import EcomstreamError, RedactingFormatter, redact, redact_library_logs
-from ecomstream.jobs import checkpoints, space
+from ecomstream.jobs import checkpoints, memory, space
 from ecomstream.jobs.medallion import NAME as QUERY
 from ecomstream.jobs.settings import PipelineSettings
 
@@ -73,6 +73,8 @@ def run(settings: PipelineSettings) -> int:
         raise
     except Exception as exc:  # a first start's table creation or binding file on a full disk
         space.raise_if_full(exc, space.state_root(env.checkpoint(QUERY)))
+        # the JVM died (out of heap in a batch, killed): Py4J lost its gateway
+        memory.raise_if_jvm_gone_or_out_of_memory(exc, env.checkpoint(QUERY), settings.spark_conf)
         raise
     finally:
         hook(env, "close")()
@@ -292,6 +294,9 @@ def _check(job: StreamJob) -> None:
     if exc is not None:
         space.raise_if_full(exc, space.state_root(job.env.checkpoint(job.name)))
         _raise_if_data_loss(exc, job.settings.topic)
+        memory.raise_if_jvm_gone_or_out_of_memory(
+            exc, job.env.checkpoint(job.name), job.settings.spark_conf
+        )
         raise EcomstreamError(f"the {job.name} query failed: {_first_line(exc)}", exit_code=1)
     if not job.settings.once:
         raise EcomstreamError(f"the {job.name} query stopped unexpectedly", exit_code=1)
