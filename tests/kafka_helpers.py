@@ -68,3 +68,20 @@ def wait_for_records(
         raise AssertionError(f"{topic} holds {total} records, not {at_least}, after {timeout_s}s")
     finally:
         consumer.close()
+
+
+def send_with_producer(
+    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]
+) -> None:
+    """Send with the project's own producer client (confluent-kafka, 2 MiB records allowed, as
+    ``ecomstream produce`` does); every record must be acknowledged."""
+    from ecomstream.producer.sender import SenderSettings, open_sender
+
+    sender = open_sender(SenderSettings(bootstrap_servers=bootstrap, topic=topic))
+    try:
+        sender.send_batch([(key, value, None) for key, value in records])  # type: ignore[misc]
+        left = sender.flush(120)
+    finally:
+        sender.close()
+    refused = (sender.failed, left, dict(sender.errors))
+    assert refused == (0, 0, {}), f"the producer refused (failed, unsent, errors): {refused}"

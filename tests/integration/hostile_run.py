@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.test_pipeline_checks import order
-from tests.kafka_helpers import wait_for_records
+from tests.kafka_helpers import send_with_producer, wait_for_records
 
 MIB = 1024 * 1024
 HUGE_KEY = b"k" * MIB
@@ -147,21 +147,13 @@ def send_and_run(broker: Any, tmp: Path) -> HostileRun:
     then one in-process ``pipeline --once``."""
     from ecomstream.jobs import pipeline
     from ecomstream.jobs.settings import PipelineSettings
-    from ecomstream.producer.sender import SenderSettings, open_sender
 
     topic = broker.new_topic("hostile")
     sent: list[tuple[bytes | None, bytes | None]] = [
         (kind.encode(), payload) for kind, (payload, _) in {**HOSTILE, **DRIFT}.items()
     ]
     sent.append((HUGE_KEY, event("huge-key")))
-    sender = open_sender(SenderSettings(bootstrap_servers=broker.bootstrap, topic=topic))
-    try:
-        sender.send_batch([(key, value, None) for key, value in sent])  # type: ignore[misc]
-        left = sender.flush(120)
-    finally:
-        sender.close()
-    refused = (sender.failed, left, dict(sender.errors))
-    assert refused == (0, 0, {}), f"the producer refused (failed, unsent, errors): {refused}"
+    send_with_producer(broker.bootstrap, topic, sent)
     # every record is on the topic before the run (end offsets), so bronze must hold them all
     assert wait_for_records(broker.bootstrap, topic, len(sent), timeout_s=60) == len(sent)
     data_dir = tmp / "data"

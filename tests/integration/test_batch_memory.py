@@ -33,24 +33,11 @@ from ecomstream.jobs import pipeline
 from ecomstream.jobs.settings import PipelineSettings
 from tests.conftest import Broker
 from tests.integration.test_pipeline_checks import assert_exact, order, record, run_cli, tables
-from tests.kafka_helpers import send_all, wait_for_records
+from tests.kafka_helpers import send_all, send_with_producer, wait_for_records
 
 MIB = 1024 * 1024
 BIG = 40
 HANG_GUARD_S = 600
-
-
-def _send(broker: Broker, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-    """With the project's producer (confluent-kafka, 2 MiB records allowed)."""
-    from ecomstream.producer.sender import SenderSettings, open_sender
-
-    sender = open_sender(SenderSettings(bootstrap_servers=broker.bootstrap, topic=topic))
-    try:
-        sender.send_batch([(key, value, None) for key, value in records])  # type: ignore[misc]
-        left = sender.flush(120)
-    finally:
-        sender.close()
-    assert (sender.failed, left, dict(sender.errors)) == (0, 0, {})
 
 
 def _once(broker: Broker, topic: str, data_dir: Path, **kw: object) -> None:
@@ -80,7 +67,7 @@ def test_a_batch_too_big_for_the_heap_is_one_line_and_a_restart_continues_exactl
     before = _versions(spark, data_dir)
 
     big = [(b"big-%d" % i, b"\xff" * MIB) for i in range(BIG)]
-    _send(kafka_broker, topic, big)
+    send_with_producer(kafka_broker.bootstrap, topic, big)
     assert wait_for_records(kafka_broker.bootstrap, topic, len(first) + BIG, timeout_s=60)
     result = run_cli(
         "pipeline", "--bootstrap-servers", kafka_broker.bootstrap, "--topic", topic,
