@@ -15,7 +15,15 @@ if { [ -n "${CI:-}" ] || [ "${ECOMSTREAM_INSTALL_CHROMIUM:-}" = 1 ]; } \
 fi
 # the Hypothesis profile CI uses (tests/conftest.py); HYPOTHESIS_PROFILE=dev is quicker locally
 export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}"
-.venv/bin/python -m pytest tests --durations=25 "$@"
+# Two workers, each with its own SparkSession and broker, a module at a time (module fixtures
+# stay whole): the suite spends much of its time waiting (broker restarts, outages, JVM starts),
+# which the other worker fills. ECOMSTREAM_TEST_WORKERS=0 runs it in one process.
+workers="${ECOMSTREAM_TEST_WORKERS:-2}"
+xdist=()
+if [ "$workers" != 0 ]; then
+  xdist=(-n "$workers" --dist loadfile)
+fi
+.venv/bin/python -m pytest tests --durations=25 "${xdist[@]}" "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure" >&2
