@@ -108,9 +108,23 @@ def redact_library_logs() -> None:
     handler = _LibraryHandler()
     handler.setLevel(logging.WARNING)
     handler.setFormatter(RedactingFormatter("%(message)s"))
+    handler.addFilter(_nobody_handles)
     if not os.environ.get("ECOMSTREAM_DEBUG"):
         handler.addFilter(_not_py4j)
     logging.root.addHandler(handler)
+
+
+def _nobody_handles(record: logging.LogRecord) -> bool:
+    """Only what the last-resort handler would have printed: a record no logger between its
+    own and the root handles. A library that silenced its loggers with a ``NullHandler``
+    (kafka-python's connection retries, which the command reports in one line of its own)
+    stays silent."""
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    while logger is not None and logger is not logging.root:
+        if logger.handlers or not logger.propagate:
+            return False
+        logger = logger.parent
+    return True
 
 
 class _LibraryHandler(logging.StreamHandler):
