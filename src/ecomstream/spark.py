@@ -128,6 +128,19 @@ def local_session(
     return spark
 
 
+_TABLE_DEFAULTS = "spark.databricks.delta.properties.defaults."
+
+
+def table_property_defaults() -> dict[str, str]:
+    """The table properties a local session's CREATE adds (``LOCAL_CONF``'s Delta table
+    defaults, as ``delta.<name>``), for tables created without Spark."""
+    return {
+        f"delta.{key.removeprefix(_TABLE_DEFAULTS)}": value
+        for key, value in LOCAL_CONF.items()
+        if key.startswith(_TABLE_DEFAULTS)
+    }
+
+
 def exit_on_oom(options: str | None) -> str:
     """The driver's Java options with ``-XX:+ExitOnOutOfMemoryError``, unless they already say
     what to do on an ``OutOfMemoryError``: a JVM out of heap exits at once instead of limping
