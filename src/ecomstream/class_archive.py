@@ -4,7 +4,7 @@ A Spark driver loads some 15,000 classes from a few hundred jars at every start:
 verified, linked each time. ``python -m ecomstream.warmup`` (the setup step) runs the pipeline's
 own work once in a JVM started with ``-XX:ArchiveClassesAtExit`` and keeps what it loaded; every
 later local session maps that archive instead (``-XX:SharedArchiveFile``). Measured on the 2-core
-machine: a one-record ``pipeline --once`` 22.7 s -> 17.4 s (docs/benchmarks.md).
+machine: a one-record ``pipeline --once`` 19.1 s -> 13.0 s (benchmarks/bench_startup.py).
 
 An archive is only valid for the JVM and the class path that wrote it, so its name carries a
 digest of both (the java binary, Spark's jars, the Delta and Kafka jars). A JDK or package
