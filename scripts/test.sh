@@ -21,7 +21,8 @@ export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}"
 workers="${ECOMSTREAM_TEST_WORKERS:-2}"
 xdist=()
 if [ "$workers" != 0 ]; then
-  xdist=(-n "$workers" --dist loadfile)
+  # --no-loadscope-reorder: modules in the order tests/conftest.py gives them (longest first)
+  xdist=(-n "$workers" --dist loadfile --no-loadscope-reorder)
 fi
 .venv/bin/python -m pytest tests --durations=25 "${xdist[@]}" "$@"
 rc=$?

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from ecomstream import driver_jvm
+from ecomstream import class_archive, driver_jvm
 from ecomstream.errors import EcomstreamError
 from ecomstream.paths import cache_dir
 
@@ -98,14 +98,17 @@ def local_session(
         "spark.jars.ivy": str(ivy),
         **(extra_conf or {}),
     }
-    conf["spark.driver.extraJavaOptions"] = exit_on_oom(conf.get("spark.driver.extraJavaOptions"))
+    resolved = resolved_jars()
+    extra_jars = [j for j in (extra_conf or {}).get("spark.jars", "").split(",") if j]
+    options = exit_on_oom(conf.get("spark.driver.extraJavaOptions"))
+    if resolved:
+        options = class_archive.java_options(options, [*resolved, *extra_jars])
+    conf["spark.driver.extraJavaOptions"] = options
     for key, value in conf.items():
         builder = builder.config(key, value)
-    resolved = _resolved_jars()
     if resolved:
         # Ivy already resolved these once: skip the resolution every JVM start would repeat.
         # Executors fetch them from the driver, so a cluster needs nothing installed for them.
-        extra_jars = [j for j in (extra_conf or {}).get("spark.jars", "").split(",") if j]
         builder = builder.config("spark.jars", ",".join([*resolved, *extra_jars]))
     else:
         builder = configure_spark_with_delta_pip(builder, extra_packages=[KAFKA_CONNECTOR])
@@ -123,6 +126,19 @@ def local_session(
     if not resolved:
         _remember_jars(spark.sparkContext.getConf().get("spark.jars", ""))
     return spark
+
+
+_TABLE_DEFAULTS = "spark.databricks.delta.properties.defaults."
+
+
+def table_property_defaults() -> dict[str, str]:
+    """The table properties a local session's CREATE adds (``LOCAL_CONF``'s Delta table
+    defaults, as ``delta.<name>``), for tables created without Spark."""
+    return {
+        f"delta.{key.removeprefix(_TABLE_DEFAULTS)}": value
+        for key, value in LOCAL_CONF.items()
+        if key.startswith(_TABLE_DEFAULTS)
+    }
 
 
 def exit_on_oom(options: str | None) -> str:
@@ -272,7 +288,7 @@ def _jar_list_file() -> Path:
     return cache_dir() / f"spark-{SPARK_VERSION}-delta-{delta_version}-jars.txt"
 
 
-def _resolved_jars() -> list[str]:
+def resolved_jars() -> list[str]:
     """The jar files an earlier start resolved, if every one of them is still there."""
     try:
         jars = _jar_list_file().read_text().split()

@@ -333,18 +333,22 @@ def test_ctrl_c_stops_everything_and_a_second_run_continues(demo: DemoRun) -> No
     assert len(set(before)) == len(before) > 0
     last_batch = max(bronze_batches(demo.data_dir))
 
-    # the second run: wait until its bronze query has committed a batch of its own, then Ctrl-C
-    second = start_demo(demo.data_dir, "--duration", "900")
+    # the second run: wait until it has started everything (its pipeline may commit a batch of
+    # the first run's leftovers before the broker's start returns) and its bronze query has
+    # committed a batch of its own, then Ctrl-C
+    second = DemoRun(start_demo(demo.data_dir, "--duration", "900"), demo.data_dir, url="")
     deadline = time.monotonic() + FIRST_GOLD_TIMEOUT_S
     try:
-        while second.poll() is None and max(bronze_batches(demo.data_dir)) <= last_batch:
+        read_lines_until(second, r"stops after 900 s", FIRST_GOLD_TIMEOUT_S)
+        while second.proc.poll() is None and max(bronze_batches(demo.data_dir)) <= last_batch:
             assert time.monotonic() < deadline, "the second run processed no batch in time"
             time.sleep(2)
     finally:
-        if second.poll() is None:
-            second.send_signal(signal.SIGINT)
-        out, _ = second.communicate(timeout=STOP_TIMEOUT_S)
-    assert second.returncode == 0, out
+        if second.proc.poll() is None:
+            second.proc.send_signal(signal.SIGINT)
+        rest, _ = second.proc.communicate(timeout=STOP_TIMEOUT_S)
+    out = "\n".join([*second.output, rest])
+    assert second.proc.returncode == 0, out
     assert "topic: orders-demo (exists)" in out
     assert "demo stopped (Ctrl-C)" in out
     assert broker.running(demo.data_dir) is None

@@ -181,6 +181,37 @@ def test_declared_table_schemas_are_what_the_transforms_produce(spark, tmp_path:
     assert {k: detail["properties"][k] for k in properties} == properties
 
 
+def test_a_local_table_created_by_delta_rs_is_the_table_spark_creates(spark, tmp_path: Path):
+    """A local table's version 0 is written by delta-rs (0.24 s for six tables, against 8.6 s
+    through Spark): what Spark then reads must be what Spark's own CREATE makes, for every
+    table (schema, partitioning, properties, protocol). Two tables stand for the six: bronze
+    (statistics columns among its properties) and a gold table (partitioned); the others differ
+    from them only in their schema, which Delta keeps as Spark's own JSON."""
+    from deltalake import DeltaTable
+
+    from ecomstream.jobs.pipeline import (
+        PARTITION_COLUMNS,
+        TABLE_PROPERTIES,
+        declared_schemas,
+        lenient,
+    )
+
+    for key in ("bronze/orders", "gold/category_sales"):
+        schema = declared_schemas()[key]
+        fast, spark_made = (TableRef(path=str(tmp_path / side / key)) for side in ("rs", "spark"))
+        args = (lenient(schema), TABLE_PROPERTIES.get(key), PARTITION_COLUMNS.get(key, ()))
+        fast.create_if_missing(spark, *args)
+        fast.create_if_missing(spark, *args)  # a second start: nothing to do
+        spark_made.create_with_spark(spark, *args)
+        got, want = (t.delta_table(spark).detail().first() for t in (fast, spark_made))
+        assert got is not None and want is not None
+        for column in ("format", "partitionColumns", "properties", "numFiles",
+                       "minReaderVersion", "minWriterVersion", "tableFeatures"):  # fmt: skip
+            assert got[column] == want[column], (key, column, got[column], want[column])
+        assert fast.read(spark).schema == spark_made.read(spark).schema, key
+        assert DeltaTable(str(tmp_path / "rs" / key)).version() == 0, key
+
+
 def test_warm_up_runs_every_layer_on_one_good_and_one_bad_record(spark):
     from ecomstream.jobs.pipeline import warm_up
 

