@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ecomstream import jars
+from ecomstream import interrupts, jars
 from ecomstream.errors import EcomstreamError, register_secret
 from ecomstream.paths import ensure_writable_dir
 
@@ -445,50 +445,64 @@ def start(
     env = {k: v for k, v in os.environ.items() if k != _JAAS_ENV}
     if sasl_ssl_port is not None and sasl_password:
         env[_JAAS_ENV] = _sasl_jaas_line(sasl_password)
-    with open(kdir / "broker.out", "ab") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=kdir,
-            env=env,
-        )
-    info = BrokerInfo(
-        pid=proc.pid,
-        port=port,
-        controller_port=controller_port,
-        data_dir=data_dir,
-        sasl_ssl_port=sasl_ssl_port,
-    )
-    (kdir / "broker.pid.json").write_text(
-        json.dumps(
-            {
-                "pid": proc.pid,
-                "port": port,
-                "controller_port": controller_port,
-                "sasl_ssl_port": sasl_ssl_port,
-            }
-        )
-    )
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        with interrupts.held():  # a Ctrl-C now is raised once the pid is known and written
+            with open(kdir / "broker.out", "ab") as out:
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    cwd=kdir,
+                    env=env,
+                )
+            info = BrokerInfo(
+                pid=proc.pid,
+                port=port,
+                controller_port=controller_port,
+                data_dir=data_dir,
+                sasl_ssl_port=sasl_ssl_port,
+            )
+            (kdir / "broker.pid.json").write_text(
+                json.dumps(
+                    {
+                        "pid": proc.pid,
+                        "port": port,
+                        "controller_port": controller_port,
+                        "sasl_ssl_port": sasl_ssl_port,
+                    }
+                )
+            )
         wait_ready(info.bootstrap, ready_timeout_s, proc)
     except EcomstreamError as exc:
+        if proc is None:
+            raise
         _terminate(proc.pid, kdir)
         raise EcomstreamError(f"{exc}: {_last_log_error(log_file)}") from None
     except BaseException:
-        _terminate(proc.pid, kdir)
+        if proc is not None:
+            _terminate(proc.pid, kdir)
         raise
     return info
 
 
 def _run_tool(cmd: list[str], what: str = "Kafka storage tool") -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        raise EcomstreamError(f"{what} failed: {detail[-1] if detail else done.returncode}")
-    return done.stdout
+    proc: subprocess.Popen[str] | None = None
+    try:
+        with interrupts.held():  # a Ctrl-C now is raised once the tool can be killed
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        raise
+    if proc.returncode != 0:
+        detail = (stderr or stdout).strip().splitlines()
+        raise EcomstreamError(f"{what} failed: {detail[-1] if detail else proc.returncode}")
+    return stdout
 
 
 def _terminate(pid: int, kdir: Path, timeout_s: float = STOP_TIMEOUT_S) -> None:

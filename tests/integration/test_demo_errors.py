@@ -65,6 +65,15 @@ def java_processes_for(data_dir: Path) -> list[int]:
     return found
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return f"{pid} (gone)"
+
+
 def assert_one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
@@ -155,4 +164,5 @@ def test_ctrl_c_during_start_up_leaves_nothing_running(tmp_path: Path) -> None:
     assert "interrupted during start-up" in text
     assert "Traceback" not in text
     assert broker.running(data_dir) is None
-    assert java_processes_for(data_dir) == []
+    left = java_processes_for(data_dir)
+    assert left == [], [_cmdline(pid)[:600] for pid in left]
