@@ -11,6 +11,14 @@ import pytest
 from ecomstream import interrupts
 
 
+@pytest.fixture(autouse=True)
+def default_sigint():
+    """Python's own Ctrl-C handler for the test (a SparkContext in this process has its own)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_a_ctrl_c_inside_is_raised_once_the_block_ends_with_the_child_in_hand():
     spawned: list[subprocess.Popen[bytes]] = []
     with pytest.raises(KeyboardInterrupt):
