@@ -179,6 +179,47 @@ def test_duration_and_rate(kafka_broker: Broker, tmp_path: Path) -> None:
     assert abs((dt.datetime.now(dt.UTC) - newest).total_seconds()) < 120  # type: ignore[operator]
 
 
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_a_new_topic_has_a_leader_on_every_partition_before_the_first_record(
+    kafka_broker: Broker, client: str
+) -> None:
+    """A new idempotent producer can lose a new topic's first records while reporting them
+    delivered, when they reach a partition still getting its leader (seen in CI: partition 0
+    began at sequence 3). ``open_sender`` returns only once every partition's leader answers."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from ecomstream.producer.sender import SenderSettings, open_sender
+
+    topic = kafka_broker.new_topic("ready")
+    sender = open_sender(SenderSettings(kafka_broker.bootstrap, topic, client=client))
+    if kafka_broker.data_dir is not None:  # the embedded broker: its partitions' logs
+        logs = kafka_broker.data_dir / "kafka/logs"
+        made = [p for p in range(broker.DEFAULT_PARTITIONS) if (logs / f"{topic}-{p}").is_dir()]
+        assert made == list(range(broker.DEFAULT_PARTITIONS)), made
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.bootstrap, enable_auto_commit=False)
+    try:
+        # no waiting here: the topic the sender asked the broker to create is there, and each
+        # partition's leader answers at once
+        partitions = consumer.partitions_for_topic(topic)
+        assert partitions, f"{topic} is not in the broker's metadata yet"
+        tps = [TopicPartition(topic, p) for p in partitions]
+        assert consumer.end_offsets(tps, timeout_ms=2_000) == dict.fromkeys(tps, 0)
+    finally:
+        consumer.close()
+        sender.close()
+
+
+def test_the_wait_for_a_writable_topic_gives_up_when_no_broker_answers() -> None:
+    import time
+
+    from ecomstream.producer.sender import SenderSettings, wait_until_writable
+
+    settings = SenderSettings(f"127.0.0.1:{broker.free_port()}", "t")
+    started = time.monotonic()
+    assert wait_until_writable(settings, timeout_s=3.0) is False
+    assert time.monotonic() - started < 30
+
+
 def test_unreachable_broker_fails_fast_with_one_line() -> None:
     port = broker.free_port()  # nothing listens there
     done = produce(

@@ -32,6 +32,9 @@ CONNECT_TIMEOUT_S = 10.0
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 DEFAULT_DELIVERY_TIMEOUT_S = 120.0
+# How long a new sender waits, before its first record, for every partition of its topic to
+# answer from a leader (see wait_until_writable)
+TOPIC_READY_TIMEOUT_S = 30.0
 
 
 def default_client() -> str:
@@ -339,9 +342,61 @@ class ConfluentSender:
         self._producer.flush(5)
 
 
+def wait_until_writable(settings: SenderSettings, timeout_s: float = TOPIC_READY_TIMEOUT_S) -> bool:
+    """Until every partition of the topic answers a ListOffsets request, which only a
+    partition's leader answers: the leader a produce request needs.
+
+    A new idempotent producer whose first records reach a partition that is still getting its
+    leader (a topic the broker is creating on first use) can lose them while reporting them
+    delivered: the broker takes the records after them as the producer's first. Seen once in
+    CI here, with librdkafka: a new topic's partition 0 began at sequence 3, its first three
+    records gone, and the summary counted every record acknowledged (confluent-kafka-go#921
+    reports the same after a leader election). Waiting for the leaders first closes the window.
+
+    Returns False when the topic did not get there within ``timeout_s`` (no such topic and no
+    auto-creation, a broker refusing the request): the records then go as before, and fail
+    and are counted if the topic is not usable."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    _quiet("kafka")
+    deadline = time.monotonic() + timeout_s
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "enable_auto_commit": False,
+        "bootstrap_timeout_ms": int(timeout_s * 1000),
+        **settings.security,
+    }
+    try:
+        consumer = KafkaConsumer(**config)
+    except (KafkaError, OSError):
+        return False
+    try:
+        while True:
+            partitions = consumer.partitions_for_topic(settings.topic)
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if partitions and left_ms > 0:
+                tps = [TopicPartition(settings.topic, p) for p in sorted(partitions)]
+                consumer.end_offsets(tps, timeout_ms=left_ms)
+                return True
+            if left_ms <= 0:
+                return False
+            time.sleep(0.1)
+    except (KafkaError, OSError):
+        return False
+    finally:
+        consumer.close()
+
+
 def open_sender(settings: SenderSettings) -> Sender:
+    sender: Sender
     if settings.client == "confluent":
-        return ConfluentSender(settings)
-    if settings.client == "kafka-python":
-        return KafkaPythonSender(settings)
-    raise EcomstreamError(f"--client must be one of {', '.join(CLIENTS)}, not {settings.client!r}")
+        sender = ConfluentSender(settings)
+    elif settings.client == "kafka-python":
+        sender = KafkaPythonSender(settings)
+    else:
+        raise EcomstreamError(
+            f"--client must be one of {', '.join(CLIENTS)}, not {settings.client!r}"
+        )
+    wait_until_writable(settings)
+    return sender
