@@ -5,7 +5,6 @@ driver JVM's class archive (class_archive.py) by running the pipeline's work onc
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import tempfile
 import time
@@ -44,13 +43,7 @@ def exercise(spark: SparkSession) -> None:
         settings = PipelineSettings(topic="warm-up", data_dir=data, bootstrap_servers="-")
         pipeline.ensure_tables(spark, env, settings)
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        order = {
-            "order_id": "warm-up", "order_timestamp": now.isoformat(), "customer_id": "c",
-            "product_id": "p", "product_name": "n", "category": "Books", "price": "1.00",
-            "quantity": 1, "currency": "USD", "payment_method": "card", "city": "c",
-            "state": "s", "country": "c",
-        }  # fmt: skip
-        value = json.dumps(order).encode()
+        value = pipeline.warm_up_order(now)
         rows: list[tuple[object, ...]] = [(b"k", value, "warm-up", 0, i, now, 0) for i in range(2)]
         rows.append((None, b"{", "warm-up", 1, 0, now, 0))
         source = Path(tmp) / "source"

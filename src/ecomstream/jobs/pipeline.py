@@ -8,6 +8,7 @@ until SIGINT/SIGTERM, which stop it cleanly; table maintenance runs beside it.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -94,17 +95,9 @@ def _start_spark_early(env: Environment) -> threading.Thread:
     return thread
 
 
-def warm_up(spark: SparkSession) -> tuple[int, int]:
-    """Bronze, silver and gold transforms over one valid and one malformed record, in memory;
-    returns (orders in gold, rows quarantined): (1, 1)."""
-    import datetime as dt
-
-    from ecomstream.schemas import KAFKA_SOURCE_SCHEMA
-    from ecomstream.transforms.bronze import to_bronze
-    from ecomstream.transforms.gold import category_sales, location_sales
-    from ecomstream.transforms.silver import first_per_order, validate
-
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+def warm_up_order(now: dt.datetime) -> bytes:
+    """A valid order event at ``now``, as its Kafka value: what warm-ups run through the
+    transforms."""
     fields = {
         "order_id": "warm-up",
         "order_timestamp": now.isoformat(),
@@ -120,9 +113,23 @@ def warm_up(spark: SparkSession) -> tuple[int, int]:
         "state": "s",
         "country": "c",
     }
-    order = json.dumps(fields)
+    return json.dumps(fields).encode()
+
+
+def warm_up(spark: SparkSession) -> tuple[int, int]:
+    """Bronze, silver and gold transforms over one valid and one malformed record, in memory;
+    returns (orders in gold, rows quarantined): (1, 1)."""
+    from ecomstream.schemas import KAFKA_SOURCE_SCHEMA
+    from ecomstream.transforms.bronze import to_bronze
+    from ecomstream.transforms.gold import category_sales, location_sales
+    from ecomstream.transforms.silver import first_per_order, validate
+
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     kafka = spark.createDataFrame(
-        [(b"k", order.encode(), "warm-up", 0, 0, now, 0), (b"k", b"{", "warm-up", 0, 1, now, 0)],
+        [
+            (b"k", warm_up_order(now), "warm-up", 0, 0, now, 0),
+            (b"k", b"{", "warm-up", 0, 1, now, 0),
+        ],
         KAFKA_SOURCE_SCHEMA,
     )
     valid, quarantined = validate(to_bronze(kafka))
