@@ -17,6 +17,7 @@ through Kafka's ``EnvVarConfigProvider``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -26,6 +27,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,16 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def random_cluster_id() -> str:
+    """What ``kafka-storage.sh random-uuid`` prints (Kafka's ``Uuid.randomUuid``: a version-4
+    UUID's 16 bytes in URL-safe base64 without padding, never starting with "-"), without a
+    JVM start of its own."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
 
 
 def free_port() -> int:
@@ -407,10 +419,7 @@ def start(
 
     java = ["java", "-cp", classpath]
     if not (log_dir / "meta.properties").exists():
-        cluster_id = (
-            str(state.get("cluster_id") or "")
-            or _run_tool([*java, "kafka.tools.StorageTool", "random-uuid"]).split()[-1]
-        )
+        cluster_id = str(state.get("cluster_id") or "") or random_cluster_id()
         _run_tool(
             [
                 *java,
