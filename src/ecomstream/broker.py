@@ -242,19 +242,35 @@ def running(data_dir: Path) -> BrokerInfo | None:
 def wait_ready(
     bootstrap: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
 ) -> None:
-    """Block until the broker answers a metadata request (an open port is not enough)."""
+    """Block until the broker answers a metadata request (an open port is not enough).
+
+    The client is made only once the port accepts a connection: a kafka-python client that
+    finds no listener backs off exponentially (0.1, 0.4, 1.7, 5.6 s ...) up to its 30 s
+    bootstrap timeout, which made a broker that was up after 7 s look ready after 30."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
     deadline = time.monotonic() + timeout_s
     last_error = "no answer"
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise EcomstreamError(
                 f"Kafka broker exited with code {proc.returncode} during start-up"
             )
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+            socket.create_connection((host or "localhost", int(port)), timeout=1.0).close()
+        except OSError as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.1)
+            continue
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap,
+                request_timeout_ms=3000,
+                bootstrap_timeout_ms=3000,
+                reconnect_backoff_max_ms=500,
+            )
             try:
                 admin.list_topics()
                 return
@@ -262,7 +278,7 @@ def wait_ready(
                 admin.close()
         except (KafkaError, OSError, ValueError) as exc:
             last_error = f"{type(exc).__name__}: {exc}"
-        time.sleep(0.3)
+        time.sleep(0.2)
     raise EcomstreamError(
         f"Kafka broker at {bootstrap} did not answer within {timeout_s:.0f}s ({last_error})"
     )
