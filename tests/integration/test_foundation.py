@@ -62,6 +62,9 @@ def test_broker_restart_keeps_topics_and_records(tmp_path: Path):
     port = broker.free_port()
     info = broker.start(tmp_path, port)
     topic = "survives-restart"
+    # KAFKA_OPTS reaches the broker's JVM (tests/conftest.py asks for C1 there)
+    cmdline = Path(f"/proc/{info.pid}/cmdline").read_bytes().split(b"\0")
+    assert os.environ["KAFKA_OPTS"].encode() in cmdline, cmdline
     try:
         sent = _records(topic, 300)
         send_all(info.bootstrap, topic, sent)
