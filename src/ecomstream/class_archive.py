@@ -113,10 +113,15 @@ def _whole(archive: Path) -> bool:
     java = _java()
     if java is None or not archive.is_file() or archive.stat().st_size == 0:
         return False
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
+    # in a directory of its own: a JVM that crashes on a cut archive writes hs_err_pid<n>.log
+    # into its working directory, which would otherwise be the caller's
+    with (
+        contextlib.suppress(OSError, subprocess.SubprocessError),
+        tempfile.TemporaryDirectory(prefix="ecomstream-cds-probe-") as scratch,
+    ):
         probe = subprocess.run(
             [str(java), f"-XX:SharedArchiveFile={archive}", "-version"],
-            capture_output=True, timeout=120, check=False,
+            capture_output=True, timeout=120, check=False, cwd=scratch,
         )  # fmt: skip
         return probe.returncode == 0
     return False

@@ -47,7 +47,7 @@ def test_the_archive_is_named_for_the_jars_and_used_only_once_written(cache: Pat
         assert class_archive.java_options(own, [str(delta), str(kafka)]) == own
 
 
-def test_only_a_whole_archive_counts_as_written(tmp_path: Path):
+def test_only_a_whole_archive_counts_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A cut archive crashes every JVM that maps it (SIGBUS): the check that keeps one from
     being put in place must tell it from a whole one."""
     if shutil.which("javac") is None or shutil.which("jar") is None:
@@ -70,7 +70,12 @@ def test_only_a_whole_archive_counts_as_written(tmp_path: Path):
 
     cut = tmp_path / "cut.jsa"
     cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    monkeypatch.chdir(caller)
     assert not class_archive._whole(cut)
+    # the probe's crashed JVM left its hs_err_pid<n>.log in a scratch directory, not here
+    assert list(caller.iterdir()) == []
     assert not class_archive._whole(tmp_path / "missing.jsa")
 
 
