@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ecomstream import interrupts
 from ecomstream.broker import (
     _last_log_error,
     _pid_alive,
@@ -341,19 +342,7 @@ def _free_ports(n: int, taken: set[int]) -> list[int]:
 
 def _launch(cmd: list[str], log: Path, cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """Start one daemon in a session of its own (its executors join its process group)."""
-    with open(log, "ab") as out:
-        out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
-        out.flush()
-        proc = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=cwd,
-            env=env,
-        )
-    return proc
+    return interrupts.spawn_logged(cmd, log, " ".join(cmd), env=env, cwd=cwd)
 
 
 def _wait(

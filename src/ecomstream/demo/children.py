@@ -74,26 +74,8 @@ class Child:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.argv = [sys.executable, "-m", "ecomstream", *args]
-        proc: subprocess.Popen[bytes] | None = None
-        try:
-            # a Ctrl-C while the child is spawned is raised once it can be stopped (below)
-            with interrupts.held(), open(log_path, "ab") as log:
-                log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(args)}\n".encode())
-                log.flush()
-                proc = subprocess.Popen(
-                    self.argv,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                    env=child_env(env),
-                )
-        except BaseException:
-            if proc is not None:  # the caller never gets this child: stop it here
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            raise
+        # a Ctrl-C while the child is spawned is raised once it can be stopped
+        proc = interrupts.spawn_logged(self.argv, log_path, " ".join(args), env=child_env(env))
         self.proc = proc
         self.pid = proc.pid
 
