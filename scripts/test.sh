@@ -3,16 +3,24 @@
 # Extra arguments go to pytest, e.g. scripts/test.sh -m unit
 set -uo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh || exit 1
-# The dashboard's browser test drives Debian's Chromium. CI (and anyone who asks with
-# ECOMSTREAM_INSTALL_CHROMIUM=1) installs it when it can; elsewhere that one test skips, saying why.
+# The dashboard's browser tests drive Debian's Chromium. CI (and anyone who asks with
+# ECOMSTREAM_INSTALL_CHROMIUM=1) installs it when it can, in the background: apt-get waits on the
+# network and the disk, set-up and the first tests on the CPU. The browser tests wait for its
+# exit status (tests/browser.py); without Chromium they skip, saying why.
 if { [ -n "${CI:-}" ] || [ "${ECOMSTREAM_INSTALL_CHROMIUM:-}" = 1 ]; } \
    && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
    && [ "$(id -u)" = 0 ]; then
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
-    >/tmp/ecomstream-chromium-install.log 2>&1 \
-    || echo "warning: could not install chromium (see /tmp/ecomstream-chromium-install.log)" >&2
+  status="$(mktemp -d /tmp/ecomstream-chromium-XXXXXX)/status"
+  export ECOMSTREAM_CHROMIUM_INSTALL="$status"
+  (
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+      >/tmp/ecomstream-chromium-install.log 2>&1
+    code=$?
+    [ "$code" = 0 ] || echo "warning: could not install chromium (see /tmp/ecomstream-chromium-install.log)" >&2
+    echo "$code" >"$status.part" && mv "$status.part" "$status"
+  ) &
 fi
+scripts/setup.sh || exit 1
 # the Hypothesis profile CI uses (tests/conftest.py); HYPOTHESIS_PROFILE=dev is quicker locally
 export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}"
 # Two workers, each with its own SparkSession and broker, a module at a time (module fixtures

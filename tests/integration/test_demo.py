@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,19 +23,10 @@ from typing import Any
 
 import pytest
 
+from tests.browser import CHROMIUM_ARGS, chromium_or_skip
+
 psutil = pytest.importorskip("psutil")
 
-CHROMIUM = os.environ.get("ECOMSTREAM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 FIRST_GOLD_TIMEOUT_S = float(os.environ.get("ECOMSTREAM_TEST_DEMO_TIMEOUT", "600"))
 STOP_TIMEOUT_S = 180.0
 CENT = Decimal("0.01")
@@ -223,11 +213,10 @@ def test_snapshot_api_matches_gold(demo: DemoRun) -> None:
 
 
 def test_page_in_headless_chromium_shows_gold(demo: DemoRun, tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium): browser check skipped")
+    chromium = chromium_or_skip()
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             errors: list[str] = []

@@ -8,8 +8,6 @@ written with delta-rs so the test needs no JVM and takes seconds.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,18 +17,8 @@ import pytest
 from ecomstream.demo.dashboard import Dashboard
 from ecomstream.demo.server import DashboardServer
 from ecomstream.demo.tables import CATEGORY_SALES, LOCATION_SALES, METRICS, TableReader
+from tests.browser import CHROMIUM_ARGS, chromium_or_skip, wait_for_install
 
-CHROMIUM = os.environ.get("ECOMSTREAM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 T0 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 MINUTE = dt.timedelta(minutes=1)
 CATEGORIES = ["Books", "Electronics", "Toys"]
@@ -153,8 +141,7 @@ def write_tables(root: Path) -> None:
 
 
 def test_page_renders_gold_in_chromium(tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium): browser test skipped")
+    chromium = chromium_or_skip()
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     write_tables(tmp_path)
     dashboard = Dashboard(TableReader(tmp_path))
@@ -163,7 +150,7 @@ def test_page_renders_gold_in_chromium(tmp_path: Path) -> None:
     server.start()
     try:
         with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1400})
                 errors: list[str] = []
@@ -225,3 +212,15 @@ def test_page_renders_gold_in_chromium(tmp_path: Path) -> None:
 
     gold = DeltaTable(str(tmp_path / CATEGORY_SALES)).to_pyarrow_table().to_pylist()
     assert shown["revenue"] == str(sum(r["revenue"] for r in gold))
+
+
+def test_a_browser_test_waits_for_the_background_install_and_says_how_it_ended(
+    tmp_path: Path,
+) -> None:
+    status = tmp_path / "status"
+    assert wait_for_install(None) is None  # no install runs: nothing to wait for
+    assert wait_for_install(str(status), timeout=0) == "the Chromium install still runs after 0 s"
+    status.write_text("100\n")
+    assert wait_for_install(str(status), timeout=0) == "the Chromium install failed (exit 100)"
+    status.write_text("0\n")
+    assert wait_for_install(str(status), timeout=0) is None
