@@ -93,5 +93,5 @@ def test_a_batch_too_big_for_the_heap_is_one_line_and_a_restart_continues_exactl
     last = [record(order(f"n{i}", 2 + i * 0.1)) for i in range(12)] + [record(order("m1", 0.1))]
     send_all(kafka_broker.bootstrap, topic, last)
     _once(kafka_broker, topic, data_dir, max_offsets_per_trigger=10)
-    counts = assert_exact(spark, data_dir, first + big + last)
+    counts = assert_exact(data_dir, first + big + last)
     assert counts == {"bronze": 5 + BIG + 13, "silver": 17, "quarantine": BIG, "duplicates": 1}

@@ -247,7 +247,7 @@ def test_producer_and_pipeline_ride_through_a_clean_stop_and_a_kill_9(
     on_topic = read_all(own_broker.bootstrap, topic)
     assert Counter(on_topic) == Counter(_generated(sent)), "the topic is not the sent stream once"
     # the tables are exact against the topic; bronze holds each record once
-    counts = assert_exact(spark, data_dir, on_topic)
+    counts = assert_exact(data_dir, on_topic)
     assert counts["bronze"] == len(on_topic) == acked
     # the watch saw both outages end, and the pipeline never stopped for them
     assert len(events.named("broker_back")) == 2, events.events[-20:]
@@ -320,5 +320,5 @@ def test_past_the_limits_producer_and_pipeline_stop_with_one_line(
         topic=topic, data_dir=data_dir, bootstrap_servers=own_broker.bootstrap, once=True
     )
     assert pipeline.run(once) == 0
-    counts = assert_exact(spark, data_dir, on_topic)
+    counts = assert_exact(data_dir, on_topic)
     assert counts["bronze"] == len(on_topic)

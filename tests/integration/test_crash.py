@@ -79,7 +79,7 @@ def crash_at(broker: Broker, topic: str, data_dir: Path, point: str, **env: str)
     return line
 
 
-def test_death_after_every_write_then_restart_is_exact(spark, kafka_broker: Broker, tmp_path: Path):
+def test_death_after_every_write_then_restart_is_exact(kafka_broker: Broker, tmp_path: Path):
     topic = kafka_broker.new_topic("crash")
     data_dir = tmp_path / "data"
     first = orders_with_faults(1, 1200, "a")  # 8 batches of 150
@@ -112,11 +112,11 @@ def test_death_after_every_write_then_restart_is_exact(spark, kafka_broker: Brok
     done = run_cli(*_args(kafka_broker, topic, data_dir, "--once"), timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     sent = first + second + third
-    counts = assert_exact(spark, data_dir, sent)
+    counts = assert_exact(data_dir, sent)
     assert counts["bronze"] == len(sent)
 
     # every batch that had records wrote its metrics rows once: one per layer
-    rows = metrics_rows(spark, data_dir)
+    rows = metrics_rows(data_dir)
     per_batch = Counter((r.query, r.batch_id) for r in rows)
     assert set(per_batch.values()) == {1}, per_batch.most_common(3)
     batches = {b for _, b in per_batch}

@@ -17,7 +17,7 @@ from tests.kafka_helpers import send_all
 
 
 def test_without_the_marker_check_a_replay_duplicates_and_is_caught(
-    spark, kafka_broker: Broker, tmp_path: Path
+    kafka_broker: Broker, tmp_path: Path
 ):
     topic = kafka_broker.new_topic("unsafe")
     data_dir = tmp_path / "data"
@@ -31,4 +31,4 @@ def test_without_the_marker_check_a_replay_duplicates_and_is_caught(
 
     caught = r"quarantine differs from the contract model: [1-9][0-9]* unexpected rows"
     with pytest.raises(AssertionError, match=caught):
-        assert_exact(spark, data_dir, sent)
+        assert_exact(data_dir, sent)

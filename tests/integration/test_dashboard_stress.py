@@ -338,7 +338,7 @@ def recomputed(data_dir: Path, versions: dict[str, int | None]) -> dict[str, Any
 
 
 def test_fifty_clients_while_the_pipeline_writes_and_compacts(
-    spark: Any, kafka_broker: Broker, written: Written, tmp_path: Path
+    kafka_broker: Broker, written: Written, tmp_path: Path
 ) -> None:
     from ecomstream import adapters
     from ecomstream.jobs.maintenance import compact
@@ -385,7 +385,7 @@ def test_fifty_clients_while_the_pipeline_writes_and_compacts(
         assert figures(snap) == again["figures"], f"versions {versions} served other figures"
         orders = again["orders"]
         assert orders[CATEGORY_SALES] == orders[LOCATION_SALES] == snap["status"]["silver_total"]
-    counts = assert_exact(spark, live, sent)
+    counts = assert_exact(live, sent)
     assert counts["silver"] == 160 and counts["bronze"] == len(sent)
 
     lat = sorted(load.latencies)

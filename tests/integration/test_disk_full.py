@@ -280,7 +280,7 @@ def test_a_full_disk_stops_the_pipeline_with_one_line_and_a_restart_is_exact(
     assert once(kafka_broker, topic, data_dir) == 0
     lap("4. restart done")
     on_topic = read_all(kafka_broker.bootstrap, topic)
-    counts = assert_exact(spark, data_dir, on_topic)
+    counts = assert_exact(data_dir, on_topic)
     lap("checked")
     print(f"disk full ({small_disk.kind}): {counts}, lost 0, duplicated 0")
     assert counts["bronze"] == len(on_topic) == 43 + 151 + 20

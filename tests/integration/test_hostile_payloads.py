@@ -55,7 +55,7 @@ def test_each_hostile_payload_lands_where_the_contract_says(spark, hostile_run: 
     }
     assert wrong == {}, "payloads placed against the contract: {kind: (got, expected)}"
     assert where[HUGE_KEY] == "silver"
-    counts = assert_exact(spark, hostile_run.data_dir, hostile_run.sent)  # the model, every row
+    counts = assert_exact(hostile_run.data_dir, hostile_run.sent)  # the model, every row
     assert counts["bronze"] == len(hostile_run.sent)
 
 

@@ -81,7 +81,7 @@ def test_a_lost_checkpoint_is_refused_and_the_reset_makes_a_half_written_batch_g
     ]
     send_all(kafka_broker.bootstrap, topic, run1)
     _once(kafka_broker, topic, data_dir)
-    assert_exact(spark, data_dir, run1)
+    assert_exact(data_dir, run1)
 
     # Batch 1 dies half way: silver and category gold commit it, bronze, quarantine, location
     # gold and metrics do not (their writes run side by side: any subset can be in).
@@ -110,9 +110,9 @@ def test_a_lost_checkpoint_is_refused_and_the_reset_makes_a_half_written_batch_g
     assert not checkpoint.exists()
 
     _once(kafka_broker, topic, data_dir, reset_checkpoints=True)
-    counts = assert_exact(spark, data_dir, run1 + run2)
+    counts = assert_exact(data_dir, run1 + run2)
     assert counts == {"bronze": 10, "silver": 6, "quarantine": 3, "duplicates": 1}
-    rows = metrics_rows(spark, data_dir)
+    rows = metrics_rows(data_dir)
     assert sum(r.input_rows for r in rows if r.query == "bronze") == 10
     assert sum(r.silver_rows for r in rows if r.query == "silver") == 6
     assert sum(r.quarantine_rows for r in rows if r.query == "silver") == 3
@@ -146,5 +146,5 @@ def test_a_lost_checkpoint_is_refused_and_the_reset_makes_a_half_written_batch_g
     run3 = [record(order("c1", 4.0)), record(order("b2", 3.5, category="Toys"))]
     send_all(kafka_broker.bootstrap, topic, run3)
     _once(kafka_broker, topic, data_dir)
-    counts = assert_exact(spark, data_dir, run1 + run2 + run3)
+    counts = assert_exact(data_dir, run1 + run2 + run3)
     assert counts == {"bronze": 12, "silver": 7, "quarantine": 3, "duplicates": 2}

@@ -39,7 +39,7 @@ def orders(prefix: str, n: int) -> list[tuple[bytes | None, bytes]]:
 
 
 def test_records_removed_before_they_were_read_stop_with_the_offsets_until_skipped(
-    spark, kafka_broker: Broker, tmp_path: Path
+    kafka_broker: Broker, tmp_path: Path
 ):
     from confluent_kafka import TopicPartition as Partition
     from confluent_kafka.admin import AdminClient
@@ -71,14 +71,14 @@ def test_records_removed_before_they_were_read_stop_with_the_offsets_until_skipp
     # the documented recovery: one run that skips what is gone; the tables get all the rest
     _once(kafka_broker, topic, data_dir, fail_on_data_loss=False)
     kept = read_all(kafka_broker.bootstrap, topic)  # what the topic still holds
-    counts = assert_exact(spark, data_dir, run1 + kept)
+    counts = assert_exact(data_dir, run1 + kept)
     assert counts["bronze"] == 6 + 12 - lost and counts["silver"] == counts["bronze"]
 
     # later runs are back to the default (stop on loss) and continue exactly
     run3 = orders("c", 3)
     send_all(kafka_broker.bootstrap, topic, run3)
     _once(kafka_broker, topic, data_dir)
-    assert assert_exact(spark, data_dir, run1 + kept + run3)["bronze"] == 6 + 12 - lost + 3
+    assert assert_exact(data_dir, run1 + kept + run3)["bronze"] == 6 + 12 - lost + 3
 
 
 def recreate(bootstrap: str, topic: str, partitions: int = 2, timeout_s: float = 120) -> None:
@@ -104,7 +104,7 @@ def recreate(bootstrap: str, topic: str, partitions: int = 2, timeout_s: float =
 
 
 def test_a_recreated_topic_is_refused_even_past_the_old_offsets_and_a_new_data_dir_reads_it(
-    spark, kafka_broker: Broker, tmp_path: Path
+    kafka_broker: Broker, tmp_path: Path
 ):
     topic = kafka_broker.new_topic("again")
     data_dir = tmp_path / "data"
@@ -130,6 +130,6 @@ def test_a_recreated_topic_is_refused_even_past_the_old_offsets_and_a_new_data_d
     # the documented recovery: the new topic into a new data dir; the old tables stay as they are
     before = versions(data_dir)
     _once(kafka_broker, topic, tmp_path / "new")
-    assert assert_exact(spark, tmp_path / "new", run2)["bronze"] == 20
+    assert assert_exact(tmp_path / "new", run2)["bronze"] == 20
     assert versions(data_dir) == before
-    assert assert_exact(spark, data_dir, run1)["bronze"] == 4
+    assert assert_exact(data_dir, run1)["bronze"] == 4

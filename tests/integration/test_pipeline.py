@@ -57,7 +57,7 @@ def test_once_is_exact_dedup_is_global_and_late_orders_update_gold(
     ]
     send_all(kafka_broker.bootstrap, topic, run1)
     _once(kafka_broker, topic, data_dir)
-    counts = assert_exact(spark, data_dir, run1)
+    counts = assert_exact(data_dir, run1)
     assert counts == {"bronze": 12, "silver": 4, "quarantine": 7, "duplicates": 1}
     silver_ids = {r.order_id for r in tables(spark, data_dir)["silver/orders"].collect()}
     assert silver_ids == {"a1", "a2", "a3", "b1"}
@@ -70,7 +70,7 @@ def test_once_is_exact_dedup_is_global_and_late_orders_update_gold(
     ]
     send_all(kafka_broker.bootstrap, topic, run2)
     _once(kafka_broker, topic, data_dir)
-    counts = assert_exact(spark, data_dir, run1 + run2)
+    counts = assert_exact(data_dir, run1 + run2)
     assert counts == {"bronze": 16, "silver": 6, "quarantine": 8, "duplicates": 2}
 
     gold = tables(spark, data_dir)["gold/category_sales"]
@@ -79,7 +79,7 @@ def test_once_is_exact_dedup_is_global_and_late_orders_update_gold(
     assert (first[0].order_count, first[0].units_sold) == (2, 4)  # a1 and the late c1
     assert first[0].revenue == Decimal("50.00") and first[0].avg_order_value == Decimal("25.00")
 
-    rows = metrics_rows(spark, data_dir)
+    rows = metrics_rows(data_dir)
     silver = [r for r in rows if r.query == "silver"]
     assert sum(r.duplicates_dropped for r in silver) == 2
     assert sum(r.quarantine_rows for r in silver) == 8
@@ -176,9 +176,7 @@ def test_a_data_dir_bound_to_another_topic_is_refused(
         assert "gold windows of '1 minute'" in _one_clear_line(done)
 
 
-def test_continuous_mode_keeps_up_and_sigterm_stops_cleanly(
-    spark, kafka_broker: Broker, tmp_path: Path
-):
+def test_continuous_mode_keeps_up_and_sigterm_stops_cleanly(kafka_broker: Broker, tmp_path: Path):
     topic = kafka_broker.new_topic("live")
     data_dir = tmp_path / "data"
     first = [record(order(f"o{i}", i / 10)) for i in range(50)]
@@ -188,15 +186,15 @@ def test_continuous_mode_keeps_up_and_sigterm_stops_cleanly(
         "--bootstrap-servers", kafka_broker.bootstrap, "--topic", topic,
     )  # fmt: skip
     try:
-        wait_for_layers(spark, data_dir, run, 50, timeout=600)
+        wait_for_layers(data_dir, run, 50, timeout=600)
         second = [record(order(f"o{i}", i / 10)) for i in range(40, 80)]  # 10 duplicates
         send_all(kafka_broker.bootstrap, topic, second)
-        wait_for_layers(spark, data_dir, run, 80, timeout=400)
+        wait_for_layers(data_dir, run, 80, timeout=400)
         run.proc.send_signal(signal.SIGTERM)
         assert run.proc.wait(timeout=120) == 0, run.output()
     finally:
         if run.proc.poll() is None:
             run.kill9()
     assert '"event": "stopped"' in run.output()
-    counts = assert_exact(spark, data_dir, first + second)
+    counts = assert_exact(data_dir, first + second)
     assert counts["silver"] == 80 and counts["duplicates"] == 10

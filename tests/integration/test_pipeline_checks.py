@@ -121,14 +121,50 @@ class Running:
 
 
 # -- the oracle ---------------------------------------------------------------------------------
+TABLES = ("bronze/orders", "silver/orders", "silver/quarantine", "gold/category_sales",
+          "gold/location_sales", "metrics/pipeline_batches")  # fmt: skip
+
+
 def tables(spark: Any, data_dir: Path) -> dict[str, Any]:
-    names = ("bronze/orders", "silver/orders", "silver/quarantine", "gold/category_sales",
-             "gold/location_sales", "metrics/pipeline_batches")  # fmt: skip
-    return {n: spark.read.format("delta").load(str(data_dir / n)) for n in names}
+    """Every table as a Spark DataFrame (for what a test asks of Spark itself)."""
+    return {n: spark.read.format("delta").load(str(data_dir / n)) for n in TABLES}
 
 
-def _rows(df: Any, columns: list[str]) -> Counter[tuple[Any, ...]]:
-    return Counter(tuple(_hashable(r[c]) for c in columns) for r in df.select(*columns).collect())
+class Row(dict[str, Any]):
+    """A table row read without Spark: ``row.column`` or ``row["column"]``, as Spark's Row."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def read_rows(path: Path, columns: list[str] | None = None) -> list[Row]:
+    """A Delta table's rows, read by delta-rs (no Spark job, no JVM): the oracle and the tests'
+    polls cost the session's JVM nothing while a pipeline runs beside them. Values come as
+    Spark's ``collect()`` gives them: timestamps naive in UTC, maps as dicts, and string
+    columns as text (pyarrow refuses a string column that is not valid UTF-8, contract §2)."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    table = DeltaTable(str(path)).to_pyarrow_table(columns=columns)
+    maps = {f.name for f in table.schema if pa.types.is_map(f.type)}
+    return [
+        Row({k: _spark_value(v, k in maps) for k, v in row.items()}) for row in table.to_pylist()
+    ]
+
+
+def _spark_value(value: Any, is_map: bool) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    if is_map and value is not None:
+        return dict(value)
+    return value
+
+
+def _rows(path: Path, columns: list[str]) -> Counter[tuple[Any, ...]]:
+    return Counter(tuple(_hashable(r[c]) for c in columns) for r in read_rows(path, columns))
 
 
 def _hashable(value: Any) -> Any:
@@ -162,7 +198,6 @@ LOCATION_COLUMNS = [
 
 
 def assert_exact(
-    spark: Any,
     data_dir: Path,
     on_topic: list[tuple[bytes | None, bytes]],
     window: str = "1 minute",
@@ -179,26 +214,29 @@ def assert_exact(
     from ecomstream.catalogue import DEFAULT_CATEGORIES
     from tests.unit import contract_model as model
 
-    t = tables(spark, data_dir)
-    bronze = t["bronze/orders"]
-    coords = _rows(bronze, ["kafka_partition", "kafka_offset"])
+    raw = read_rows(
+        data_dir / "bronze/orders", ["kafka_partition", "kafka_offset", "raw_value", "raw_bytes"]
+    )
+    coords = Counter((r.kafka_partition, r.kafka_offset) for r in raw)
     dupes = [c for c, n in coords.items() if n > 1]
     assert not dupes, f"bronze holds {len(dupes)} Kafka records more than once, e.g. {dupes[:3]}"
-    # raw_value as its bytes: collect() would decode it in the JVM, hiding invalid UTF-8
-    raw = bronze.selectExpr(
-        "kafka_partition", "kafka_offset", "CAST(raw_value AS BINARY) AS text", "raw_bytes"
-    ).collect()
-    assert Counter((_hashable(r.text), _hashable(r.raw_bytes)) for r in raw) == Counter(
-        _bronze_raw(v) for _, v in on_topic
-    ), "bronze is not exactly the records on the topic"
+    texts = [None if r.raw_value is None else r.raw_value.encode() for r in raw]
+    assert Counter(
+        (text, _hashable(r.raw_bytes)) for text, r in zip(texts, raw, strict=True)
+    ) == Counter(_bronze_raw(v) for _, v in on_topic), (
+        "bronze is not exactly the records on the topic"
+    )
 
     # the payloads as sent: raw_bytes when the payload was not UTF-8, else raw_value's bytes
-    records = [(r.kafka_partition, r.kafka_offset, _hashable(r.raw_bytes or r.text)) for r in raw]
+    records = [
+        (r.kafka_partition, r.kafka_offset, _hashable(r.raw_bytes or text))
+        for text, r in zip(texts, raw, strict=True)
+    ]
     outcome = model.run(records, categories or DEFAULT_CATEGORIES)
     expected_silver = Counter(
         tuple(row[c] for c in SILVER_COLUMNS) for row in outcome.silver.values()
     )
-    got_silver = _rows(t["silver/orders"], SILVER_COLUMNS)
+    got_silver = _rows(data_dir / "silver/orders", SILVER_COLUMNS)
     extra, missing = got_silver - expected_silver, expected_silver - got_silver
     assert got_silver == expected_silver, (
         f"silver differs from the contract model: {extra.total()} unexpected rows "
@@ -209,7 +247,7 @@ def assert_exact(
         (p, o, *outcome.raw[(p, o)], tuple(codes)) for (p, o), codes in outcome.quarantine.items()
     )
     q_cols = ["kafka_partition", "kafka_offset", "raw_value", "raw_bytes", "reasons"]
-    got_q = _rows(t["silver/quarantine"], q_cols)
+    got_q = _rows(data_dir / "silver/quarantine", q_cols)
     extra, missing = got_q - expected_q, expected_q - got_q
     assert got_q == expected_q, (
         f"quarantine differs from the contract model: {extra.total()} unexpected rows "
@@ -226,7 +264,7 @@ def assert_exact(
         ("gold/location_sales", LOCATION_COLUMNS, model.location_sales),
     ):
         want = Counter((*k, *v) for k, v in aggregate(silver_rows, seconds).items())
-        got = _rows(t[name], columns)
+        got = _rows(data_dir / name, columns)
         assert got == want, (
             f"{name} differs from the contract model's aggregate of silver: "
             f"{sorted((got - want).elements(), key=str)[:3]} vs "
@@ -240,13 +278,12 @@ def assert_exact(
     }
 
 
-def metrics_rows(spark: Any, data_dir: Path) -> list[Any]:
-    path = str(data_dir / "metrics/pipeline_batches")
-    return list(spark.read.format("delta").load(path).collect())
+def metrics_rows(data_dir: Path) -> list[Row]:
+    return read_rows(data_dir / "metrics/pipeline_batches")
 
 
 def wait_for_layers(
-    spark: Any, data_dir: Path, run: Running, n: int, timeout: float, quarantined: int | None = None
+    data_dir: Path, run: Running, n: int, timeout: float, quarantined: int | None = None
 ) -> None:
     """Until the metrics say silver inserted ``n`` orders and gold aggregated ``n`` (and, when
     given, silver quarantined ``quarantined`` rows)."""
@@ -254,7 +291,7 @@ def wait_for_layers(
     silver = quarantine = gold = 0
     while time.monotonic() < deadline:
         if (data_dir / "metrics/pipeline_batches/_delta_log").exists():
-            rows = metrics_rows(spark, data_dir)
+            rows = metrics_rows(data_dir)
             silver = sum(r.silver_rows or 0 for r in rows if r.query == "silver")
             quarantine = sum(r.quarantine_rows or 0 for r in rows if r.query == "silver")
             gold = sum(r.input_rows or 0 for r in rows if r.query == "gold")

@@ -67,14 +67,14 @@ def test_latest_skips_what_was_on_the_topic_and_a_custom_catalogue_decides_silve
             record(order("n3", 1.2)),  # Books, in both: silver
         ]
         send_all(kafka_broker.bootstrap, topic, new)
-        wait_for_layers(spark, data_dir, run, 2, timeout=600, quarantined=1)
+        wait_for_layers(data_dir, run, 2, timeout=600, quarantined=1)
         run.proc.send_signal(signal.SIGTERM)
         assert run.proc.wait(timeout=120) == 0, run.output()
     finally:
         if run.proc.poll() is None:
             run.kill9()
 
-    counts = assert_exact(spark, data_dir, new, categories=CUSTOM)
+    counts = assert_exact(data_dir, new, categories=CUSTOM)
     assert counts == {"bronze": 3, "silver": 2, "quarantine": 1, "duplicates": 0}
     t = tables(spark, data_dir)
     assert {r.order_id for r in t["silver/orders"].collect()} == {"n1", "n3"}
@@ -83,7 +83,7 @@ def test_latest_skips_what_was_on_the_topic_and_a_custom_catalogue_decides_silve
 
 
 def test_wait_for_topic_processes_a_topic_created_after_the_start(
-    spark, kafka_broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kafka_broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     # Proves --wait-for-topic: without it the pipeline's first look finds no topic and exits
     # with "does not exist" (the run below would return non-zero). In process, through the CLI
@@ -129,5 +129,5 @@ def test_wait_for_topic_processes_a_topic_created_after_the_start(
     assert not failures, failures
     assert looked_and_missing.is_set()  # the topic really did not exist when the run began
     assert code == 0
-    counts = assert_exact(spark, data_dir, records)
+    counts = assert_exact(data_dir, records)
     assert counts == {"bronze": 3, "silver": 3, "quarantine": 0, "duplicates": 0}
