@@ -4,8 +4,10 @@ spark://...``, the tables checked by the same oracle as a local run (``assert_ex
 contract model, so equal to a local run's tables), and a worker killed -9 mid-run.
 
 One cluster serves the module (starting one costs JVMs on 2 cores); its tests run in order:
-the kill leaves one worker for what follows. Every wait is on observable state (the master's
-and workers' JSON status pages, the pipeline's log lines and metrics table), never a sleep.
+the kill leaves one worker for what follows. One pipeline application serves both the check
+that a cluster run is exact and uses both workers, and the worker killed under it. Every wait
+is on observable state (the master's and workers' JSON status pages, the pipeline's log lines
+and metrics table), never a sleep.
 """
 
 from __future__ import annotations
@@ -100,43 +102,13 @@ def _pipeline(broker: Broker, topic: str, data_dir: Path, master: str, *extra: s
     ]  # fmt: skip
 
 
-def test_once_on_the_cluster_is_exact_and_runs_on_both_workers(
-    spark, kafka_broker: Broker, standalone: cluster.ClusterInfo, tmp_path: Path
+def test_the_pipeline_runs_on_both_workers_and_a_worker_killed_mid_run_leaves_it_exact(
+    kafka_broker: Broker, standalone: cluster.ClusterInfo, tmp_path: Path
 ):
+    # one application for both checks: each costs a driver and two executor JVMs on 2 cores
     topic = kafka_broker.new_topic("cluster")
     data_dir = tmp_path / "data"
-    lot = orders_with_faults(21, 450, "k")  # faults, exact re-sends; 3+ batches of 150
-    late = [record(order(f"late-{i}", 0.1 * i, category="Toys")) for i in range(5)]
-    sent = lot + late + lot[:12]  # late orders for windows long written, then late re-sends
-    send_all(kafka_broker.bootstrap, topic, sent)
-    before = set(_apps(standalone, "completedapps")) | set(_apps(standalone, "activeapps"))
-
-    done = run_cli(*_pipeline(kafka_broker, topic, data_dir, standalone.master_url, "--once"))
-    assert done.returncode == 0, done.stderr[-3000:]
-
-    counts = assert_exact(spark, data_dir, sent)
-    assert counts["bronze"] == len(sent) and counts["duplicates"] >= 12
-    # the master ran it as a cluster application, with an executor on each worker that ran tasks
-    finished = _wait(
-        "the master lists the finished application",
-        lambda: {i: n for i, n in _apps(standalone, "completedapps").items() if i not in before},
-    )
-    assert list(finished.values()) == [APP_NAME], finished
-    (app_id,) = finished
-    for worker in standalone.workers:
-        _wait(
-            f"{worker.name} lists its executor of {app_id} as finished",
-            lambda w=worker: _executors_of(w, app_id, "finishedexecutors"),
-        )
-        assert _ran_tasks(standalone, worker, app_id), (worker.name, app_id)
-
-
-def test_a_worker_killed_mid_run_leaves_the_pipeline_on_the_other(
-    spark, kafka_broker: Broker, standalone: cluster.ClusterInfo, tmp_path: Path
-):
-    topic = kafka_broker.new_topic("cluster-kill")
-    data_dir = tmp_path / "data"
-    first = orders_with_faults(31, 300, "w")
+    first = orders_with_faults(21, 450, "k")  # faults, exact re-sends; 3+ batches of 150
     send_all(kafka_broker.bootstrap, topic, first)
     before = set(_apps(standalone, "completedapps")) | set(_apps(standalone, "activeapps"))
     master = standalone.master_url
@@ -149,22 +121,28 @@ def test_a_worker_killed_mid_run_leaves_the_pipeline_on_the_other(
         )
         (app_id,) = running_apps
         victim, survivor = standalone.workers
-        _wait(
-            "an executor of the pipeline on each worker",
-            lambda: all(_executors_of(w, app_id, "executors") for w in (victim, survivor)),
-            run=run,
-        )
+        # a cluster application: an executor on each worker, and each ran tasks of the batches
+        for worker in standalone.workers:
+            _wait(
+                f"an executor of the pipeline on {worker.name} that ran tasks",
+                lambda w=worker: (
+                    _executors_of(w, app_id, "executors") and _ran_tasks(standalone, w, app_id)
+                ),
+                run=run,
+            )
         run.wait_for('"event": "batch_phases"', timeout=300)
         # the worker and its executor die at once, as when their machine goes away
         os.killpg(victim.pid, signal.SIGKILL)
         _wait("the killed worker's processes are gone", lambda: not group_members(victim.pid))
 
-        second = orders_with_faults(32, 300, "x") + first[:15]  # late re-sends of the first lot
+        # late orders for windows long written, then late re-sends of the first lot
+        late = [record(order(f"late-{i}", 0.1 * i, category="Toys")) for i in range(5)]
+        second = orders_with_faults(32, 300, "x") + late + first[:15]
         send_all(kafka_broker.bootstrap, topic, second)
         sent = first + second
         (last,) = _wait(
             "every record sent is in bronze",
-            lambda: _last_batch_if_all_in(spark, data_dir, len(sent)),
+            lambda: _last_batch_if_all_in(data_dir, len(sent)),
             timeout=400,
             run=run,
         )
@@ -177,16 +155,22 @@ def test_a_worker_killed_mid_run_leaves_the_pipeline_on_the_other(
             run.kill9()
     assert '"event": "stopped"' in run.output()
     # the second lot was sent after the kill: only the survivor's executor was left to read it
-    counts = assert_exact(spark, data_dir, sent)
-    assert counts["bronze"] == len(sent)
+    counts = assert_exact(data_dir, sent)
+    assert counts["bronze"] == len(sent) and counts["duplicates"] >= 15
     assert _ran_tasks(standalone, survivor, app_id)
+    # the master lists it as a finished application of its own
+    finished = _wait(
+        "the master lists the finished application",
+        lambda: {i: n for i, n in _apps(standalone, "completedapps").items() if i not in before},
+    )
+    assert list(finished.values()) == [APP_NAME], finished
 
 
-def _last_batch_if_all_in(spark: Any, data_dir: Path, n: int) -> tuple[int] | None:
+def _last_batch_if_all_in(data_dir: Path, n: int) -> tuple[int] | None:
     """(the last batch id,) once the metrics count ``n`` records into bronze, else None."""
     if not (data_dir / "metrics/pipeline_batches/_delta_log").exists():
         return None
-    rows = [r for r in metrics_rows(spark, data_dir) if r.query == "bronze"]
+    rows = [r for r in metrics_rows(data_dir) if r.query == "bronze"]
     if sum(r.input_rows or 0 for r in rows) < n:
         return None
     return (max(r.batch_id for r in rows),)
