@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tests.unit import contract_model as model
+
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
 
@@ -156,11 +158,9 @@ def read_rows(path: Path, columns: list[str] | None = None) -> list[Row]:
 
 
 def _spark_value(value: Any, is_map: bool) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(UTC).replace(tzinfo=None)
     if is_map and value is not None:
         return dict(value)
-    return value
+    return model.naive_utc(value)
 
 
 def _rows(path: Path, columns: list[str]) -> Counter[tuple[Any, ...]]:
@@ -212,7 +212,6 @@ def assert_exact(
     column compared), which ones quarantine holds with which reasons, and what every gold row is.
     """
     from ecomstream.catalogue import DEFAULT_CATEGORIES
-    from tests.unit import contract_model as model
 
     raw = read_rows(
         data_dir / "bronze/orders", ["kafka_partition", "kafka_offset", "raw_value", "raw_bytes"]

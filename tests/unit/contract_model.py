@@ -352,3 +352,11 @@ def epoch_micros(when: datetime) -> int:
 
 def utc(when: datetime) -> datetime:
     return when.replace(tzinfo=UTC)
+
+
+def naive_utc(value: Any) -> Any:
+    """An aware datetime (as delta-rs reads a TIMESTAMP) as the model's naive UTC; any other
+    value as it is."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value

@@ -167,7 +167,7 @@ class Pipeline:
 
     def _rows(self, key: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = DeltaTable(self.path(key)).to_pyarrow_table().to_pylist()
-        return [{k: _naive_utc(v) for k, v in row.items()} for row in rows]
+        return [{k: model.naive_utc(v) for k, v in row.items()} for row in rows]
 
 
 @pytest.fixture
@@ -183,12 +183,6 @@ def new_pipeline(spark, empty_tables: Path, tmp_path: Path) -> Iterator[Any]:  #
     yield make
     for p in made:
         p.close()
-
-
-def _naive_utc(value: Any) -> Any:
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value
 
 
 def _observed(key: str, rows: list[dict[str, Any]]) -> Counter[tuple[Any, ...]]:
