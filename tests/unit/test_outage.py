@@ -126,6 +126,9 @@ class DeadBroker:
     def acknowledged(self) -> int:
         return 0
 
+    def stall_reason(self) -> str:
+        return "no connection to a broker is up"
+
     def send_batch(self, records: Any) -> None:
         self.sent += len(records)
         self.held += len(records)

@@ -15,11 +15,13 @@ in ``timed_out``: it may or may not be on the topic (its acknowledgement may be 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from ecomstream.errors import EcomstreamError, redact
@@ -32,6 +34,17 @@ CONNECT_TIMEOUT_S = 10.0
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 DEFAULT_DELIVERY_TIMEOUT_S = 120.0
+# What librdkafka logs for a run that goes wrong (issue 26): connections and re-bootstraps
+# (broker), metadata and partition leaders (topic), message batches and retries (msg), and the
+# idempotent producer's producer id and sequence state (eos). Kept in memory, the newest
+# CLIENT_LOG_LINES lines, and written out only when records failed or stalled; about 100 lines
+# a second at 2,000 orders/s.
+CLIENT_DEBUG = "broker,topic,msg,eos"
+CLIENT_LOG_LINES = 200_000
+# How often librdkafka reports its internal state (statistics.interval.ms): what a stall is
+# explained with while it lasts
+STATS_INTERVAL_MS = 1000
+NO_REASON = "connected, records queued, none acknowledged"
 # How long a new sender waits, before its first record, for every partition of its topic to
 # answer from a leader (see wait_until_writable)
 TOPIC_READY_TIMEOUT_S = 30.0
@@ -65,9 +78,12 @@ class Sender(Protocol):
     failed: int
     timed_out: int  # of ``failed``: not acknowledged within the delivery timeout
     errors: Counter[str]
+    client_log: ClientLog
 
     @property
     def acknowledged(self) -> int: ...
+
+    def stall_reason(self) -> str: ...
 
     def send(self, key: bytes | None, value: bytes) -> None: ...
 
@@ -86,6 +102,40 @@ def _quiet(logger_name: str) -> logging.Logger:
     logger.addHandler(logging.NullHandler())
     logger.propagate = False
     return logger
+
+
+class ClientLog(logging.Handler):
+    """The client library's newest log lines, in memory; written to a file only when a run went
+    wrong, so that a stall nobody can reproduce leaves its evidence behind."""
+
+    def __init__(self, lines: int = CLIENT_LOG_LINES, level: int = logging.DEBUG) -> None:
+        super().__init__(level)
+        self._lines: deque[str] = deque(maxlen=lines)
+        self._warning: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        message = record.getMessage()
+        self._lines.append(f"{stamp}.{int(record.msecs):03d} {message}")
+        if record.levelno >= logging.WARNING:
+            self._warning = message
+
+    def last_warning(self) -> str | None:
+        """The newest line at WARNING or above."""
+        return redact(self._warning) if self._warning else None
+
+    def attach(self, logger_name: str) -> logging.Logger:
+        logger = _quiet(logger_name)
+        logger.addHandler(self)
+        if logger.getEffectiveLevel() > self.level or logger.level == logging.NOTSET:
+            logger.setLevel(self.level)
+        return logger
+
+    def write(self, path: Path) -> int:
+        """The kept lines into ``path`` (secrets redacted); how many were written."""
+        lines = list(self._lines)
+        path.write_text("".join(redact(line) + "\n" for line in lines))
+        return len(lines)
 
 
 def _unreachable(settings: SenderSettings, detail: str) -> EcomstreamError:
@@ -108,7 +158,9 @@ class KafkaPythonSender:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
-        _quiet("kafka")
+        # its DEBUG lines cost throughput (kafka-python logs each request): INFO and above
+        self.client_log = ClientLog(level=logging.INFO)
+        self.client_log.attach("kafka")
         self.settings = settings
         self.sent = 0
         self.failed = 0
@@ -147,6 +199,11 @@ class KafkaPythonSender:
     @property
     def acknowledged(self) -> int:
         return self._acked
+
+    def stall_reason(self) -> str:
+        """kafka-python keeps no statistics: its newest warning says the most."""
+        last = self.client_log.last_warning()
+        return f"last client warning: {last}" if last else NO_REASON
 
     def _ok(self, _metadata: object) -> None:
         self._acked += 1
@@ -240,6 +297,42 @@ def _confluent_config(settings: SenderSettings) -> dict[str, Any]:
     return config
 
 
+def describe_stall(stats: dict[str, Any], last_error: str | None) -> str:
+    """What librdkafka's statistics (statistics.interval.ms) say keeps queued records from the
+    broker: no producer id, no broker connection, partitions without a leader, requests
+    awaiting a response, and where the records wait."""
+    parts: list[str] = []
+    eos = stats.get("eos") or {}
+    state = eos.get("idemp_state")
+    if state and state != "Assigned":
+        age = eos.get("idemp_stateage", 0) / 1e6
+        parts.append(f"the idempotent producer has no producer id (state {state} for {age:.0f}s)")
+    brokers = [b for b in (stats.get("brokers") or {}).values() if b.get("nodeid", -1) >= 0]
+    if stats and not any(b.get("state") == "UP" for b in brokers):
+        parts.append("no connection to a broker is up")
+    queued: dict[int, int] = {}
+    leaderless: list[int] = []
+    for topic in (stats.get("topics") or {}).values():
+        for key, part in (topic.get("partitions") or {}).items():
+            if int(key) < 0:
+                continue  # librdkafka's queue for records not yet given a partition
+            queued[int(key)] = part.get("msgq_cnt", 0) + part.get("xmit_msgq_cnt", 0)
+            if part.get("leader", -1) < 0:
+                leaderless.append(int(key))
+    if leaderless:
+        parts.append(f"partitions without a leader: {sorted(leaderless)}")
+    awaiting = sum(b.get("waitresp_cnt", 0) for b in brokers)
+    if awaiting:
+        parts.append(f"{awaiting} requests awaiting the broker's response")
+    if any(queued.values()):
+        parts.append(
+            "queued per partition: " + ", ".join(f"{k}: {v}" for k, v in sorted(queued.items()))
+        )
+    if last_error:
+        parts.append(f"last client error: {last_error}")
+    return "; ".join(parts) or NO_REASON
+
+
 class ConfluentSender:
     """confluent-kafka: librdkafka does batching, compression and I/O in C threads."""
 
@@ -260,9 +353,15 @@ class ConfluentSender:
         config = _confluent_config(settings)
         config["error_cb"] = self._client_error
         config["on_delivery"] = self._delivered
-        self._client_errors: list[str] = []
+        config["debug"] = CLIENT_DEBUG
+        config["statistics.interval.ms"] = STATS_INTERVAL_MS
+        config["stats_cb"] = self._statistics
+        self._client_errors: deque[str] = deque(maxlen=20)
+        self._stats: dict[str, Any] | None = None
+        self.client_log = ClientLog()
         try:
-            self._producer = Producer(config, logger=_quiet("ecomstream.librdkafka"))
+            logger = self.client_log.attach("ecomstream.librdkafka")
+            self._producer = Producer(config, logger=logger)
         except KafkaException as exc:
             raise EcomstreamError(redact(f"invalid Kafka client settings: {exc}")) from None
         self._produce = self._producer.produce
@@ -287,6 +386,17 @@ class ConfluentSender:
 
     def _client_error(self, err: Any) -> None:
         self._client_errors.append(redact(err.str()))
+
+    def _statistics(self, stats_json: str) -> None:
+        try:
+            self._stats = json.loads(stats_json)
+        except ValueError:
+            pass
+
+    def stall_reason(self) -> str:
+        return describe_stall(
+            self._stats or {}, self._client_errors[-1] if self._client_errors else None
+        )
 
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:
