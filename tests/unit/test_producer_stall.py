@@ -11,7 +11,7 @@ from typing import Any
 
 from ecomstream.errors import register_secret
 from ecomstream.producer.generator import OrderGenerator
-from ecomstream.producer.runner import STALL_S, run
+from ecomstream.producer.runner import RECOVER_AFTER_S, STALL_S, run
 from ecomstream.producer.sender import NO_REASON, ClientLog, describe_stall
 
 
@@ -19,12 +19,22 @@ class SilentBroker:
     """Holds every record handed over and acknowledges them all at ``ack_at`` (fake seconds),
     or never."""
 
-    def __init__(self, clock: Any, ack_at: float | None = None) -> None:
+    def __init__(self, clock: Any, ack_at: float | None = None, serving: bool = False) -> None:
         self.sent = self.failed = self.timed_out = 0
         self.errors: Counter[str] = Counter()
-        self.clock, self.ack_at = clock, ack_at
+        self.clock, self.ack_at, self.serving = clock, ack_at, serving
         self.client_log = ClientLog()
         self.reasons = 0
+        self.recoveries: list[float] = []
+
+    def broker_serving(self) -> bool:
+        return self.serving
+
+    def recover(self) -> int:
+        """As a stuck client replaced by a new one: everything held goes, acknowledged."""
+        self.recoveries.append(self.clock())
+        self.ack_at = self.clock()
+        return self.sent
 
     @property
     def acknowledged(self) -> int:
@@ -160,3 +170,29 @@ def test_the_client_log_keeps_the_newest_lines_redacted(tmp_path: Path) -> None:
     assert "line 3" in text and "line 4" in text and secret not in text
     assert log.last_warning() == "the broker went away"
     assert logging.getLogger("ecomstream.test-client-log").propagate is False
+
+
+def test_a_stall_with_the_broker_serving_moves_the_queue_to_a_new_client_once() -> None:
+    _, clock, sleep = _clock()
+    stuck = SilentBroker(clock, serving=True)
+    stream = io.StringIO()
+    summary = run(
+        OrderGenerator(3), stuck, rate=100, duration_s=60, clock=clock, sleep=sleep,
+        stall_stream=stream,
+    )  # fmt: skip
+    # seen serving at the first line (10 s), recovered once it had served for RECOVER_AFTER_S
+    assert len(stuck.recoveries) == 1
+    assert STALL_S + RECOVER_AFTER_S <= stuck.recoveries[0] < STALL_S + RECOVER_AFTER_S + STALL_S
+    text = stream.getvalue()
+    assert "the broker serves the topic" in text and "queued records moved to a new client" in text
+    assert summary.recovered > 0 and summary.failed == 0 and summary.acknowledged == summary.sent
+    assert "recovered:" in summary.text() and summary.to_json()["recovered"] == summary.recovered
+
+    # a broker that is away is an outage, not a stuck client: nothing moves
+    _, clock, sleep = _clock()
+    away = SilentBroker(clock, serving=False)
+    summary = run(
+        OrderGenerator(3), away, rate=100, duration_s=60, clock=clock, sleep=sleep,
+        stall_stream=io.StringIO(),
+    )  # fmt: skip
+    assert away.recoveries == [] and summary.recovered == 0

@@ -25,6 +25,9 @@ MAX_BATCH = 2_000
 # Records outstanding and none acknowledged for this long is a stall: said on stderr while it
 # lasts (every STALL_S), with the client's own account of why, and named in the summary
 STALL_S = 10.0
+# A stall this long while the broker serves the topic (each partition answers from its leader)
+# is the client's own: its queued records move to a new client (Sender.recover), issue 26
+RECOVER_AFTER_S = 20.0
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Summary:
     stalled_s: float = 0.0  # the longest time records waited with none acknowledged
     stall_reason: str = ""  # what the client said during that stall
     client_log: str | None = None  # where the client's debug lines went (a run gone wrong)
+    recovered: int = 0  # records moved to a new client after a stall with the broker serving
 
     @property
     def rate(self) -> float:
@@ -69,6 +73,7 @@ class Summary:
             "errors": dict(self.errors.most_common(10)),
             "stalled_s": round(self.stalled_s, 1),
             "stall_reason": self.stall_reason,
+            "recovered": self.recovered,
             "client_log": self.client_log,
         }
 
@@ -94,13 +99,22 @@ class Summary:
                 f"stalled: nothing acknowledged for {self.stalled_s:.0f}s at the longest: "
                 f"{self.stall_reason}"
             )
+        if self.recovered:
+            lines.append(
+                f"recovered: {self.recovered:,} queued records moved to a new client after the "
+                f"broker was back and serving for {RECOVER_AFTER_S:.0f}s with none acknowledged"
+            )
         if self.client_log:
             lines.append(f"client log (its newest lines): {self.client_log}")
         return "\n".join(lines)
 
 
 class StallWatch:
-    """Notices records waiting with none acknowledged, and says why while it lasts."""
+    """Notices records waiting with none acknowledged, and says why while it lasts.
+
+    Each time a line is due it also probes the broker: a broker that has served the topic for
+    RECOVER_AFTER_S while the client still had nothing acknowledged means the client is stuck
+    (issue 26), and its queued records move to a new client."""
 
     def __init__(
         self, sender: Sender, clock: Any, stream: TextIO | None, after_s: float = STALL_S
@@ -111,12 +125,15 @@ class StallWatch:
         self.said = float("-inf")
         self.current = ""
         self.longest, self.reason = 0.0, ""
+        self.serving_since: float | None = None
+        self.recovered = 0
 
     def check(self) -> None:
         now, acked = self.clock(), self.sender.acknowledged
         outstanding = self.sender.sent - acked - self.sender.failed
         if acked != self.acked or outstanding <= 0:
             self.acked, self.since, self.said = acked, now, float("-inf")
+            self.serving_since = None
             return
         stalled = now - self.since
         if stalled < self.after_s:
@@ -124,14 +141,28 @@ class StallWatch:
         if now - self.said >= self.after_s:  # said at most every after_s
             self.said = now
             self.current = self.sender.stall_reason()
-            if self.stream is not None:
-                self.stream.write(
-                    f"produce: stalled: {outstanding:,} records outstanding, nothing "
-                    f"acknowledged for {stalled:.0f}s: {redact(self.current)}\n"
-                )
-                self.stream.flush()
+            serving = self.sender.broker_serving()
+            if not serving:
+                self.serving_since = None
+            elif self.serving_since is None:
+                self.serving_since = now
+            note = "" if not serving else "; the broker serves the topic"
+            self._say(
+                f"{outstanding:,} records outstanding, nothing acknowledged for {stalled:.0f}s: "
+                f"{self.current}{note}"
+            )
+            if self.serving_since is not None and now - self.serving_since >= RECOVER_AFTER_S:
+                moved = self.sender.recover()
+                self.recovered += moved
+                self.serving_since = None
+                self._say(f"{moved:,} queued records moved to a new client")
         if stalled > self.longest:
             self.longest, self.reason = stalled, self.current
+
+    def _say(self, text: str) -> None:
+        if self.stream is not None:
+            self.stream.write(f"produce: stalled: {redact(text)}\n")
+            self.stream.flush()
 
 
 class _Terminated(KeyboardInterrupt):
@@ -210,6 +241,7 @@ def run(
         summary.interrupted = True
     watch.check()
     summary.stalled_s, summary.stall_reason = watch.longest, watch.reason
+    summary.recovered = watch.recovered
     summary.failed = sender.failed
     summary.timed_out = _timed_out(sender)
     summary.acknowledged = sender.acknowledged
