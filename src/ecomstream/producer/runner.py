@@ -184,11 +184,12 @@ def run(
     flush_timeout_s: float = FLUSH_TIMEOUT_S,
     clock: Any = time.monotonic,
     sleep: Any = time.sleep,
-    stall_stream: TextIO | None = sys.stderr,
+    stall_stream: TextIO | None = None,
 ) -> Summary:
-    """Send until ``count`` records, ``duration_s`` seconds, or Ctrl-C / SIGTERM."""
+    """Send until ``count`` records, ``duration_s`` seconds, or Ctrl-C / SIGTERM. A stall is
+    said on ``stall_stream`` (default: stderr as it is when the run starts)."""
     summary = Summary(seed=generator.seed)
-    watch = StallWatch(sender, clock, stall_stream)
+    watch = StallWatch(sender, clock, stall_stream or sys.stderr)
     faults = summary.faults
     batch_size = MAX_BATCH if rate <= 0 else max(1, min(MAX_BATCH, int(rate / 20)))
     try:
