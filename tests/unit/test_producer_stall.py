@@ -149,6 +149,9 @@ def test_describe_stall_reads_librdkafkas_statistics() -> None:
     text = describe_stall(down, "127.0.0.1:9092/1: Connect to ipv4#127.0.0.1:9092 failed")
     assert "no connection to a broker is up" in text
     assert "partitions without a leader: [1]" in text  # not the unassigned queue (-1)
+    assert "waiting for a partition" not in text
+    down["topics"]["orders"]["partitions"]["-1"]["msgq_cnt"] = 1200
+    assert "1,200 waiting for a partition" in describe_stall(down, None)
     assert "2 requests awaiting the broker's response" in text
     assert text.endswith(
         "last client error: 127.0.0.1:9092/1: Connect to ipv4#127.0.0.1:9092 failed"

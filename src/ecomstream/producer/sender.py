@@ -346,11 +346,14 @@ def describe_stall(stats: dict[str, Any], last_error: str | None) -> str:
         parts.append("no connection to a broker is up")
     queued: dict[int, int] = {}
     leaderless: list[int] = []
+    unassigned = 0
     for topic in (stats.get("topics") or {}).values():
         for key, part in (topic.get("partitions") or {}).items():
-            if int(key) < 0:
-                continue  # librdkafka's queue for records not yet given a partition
-            queued[int(key)] = part.get("msgq_cnt", 0) + part.get("xmit_msgq_cnt", 0)
+            count = part.get("msgq_cnt", 0) + part.get("xmit_msgq_cnt", 0)
+            if int(key) < 0:  # librdkafka's queue of records not yet given a partition
+                unassigned += count
+                continue
+            queued[int(key)] = count
             if part.get("leader", -1) < 0:
                 leaderless.append(int(key))
     if leaderless:
@@ -362,6 +365,8 @@ def describe_stall(stats: dict[str, Any], last_error: str | None) -> str:
         parts.append(
             "queued per partition: " + ", ".join(f"{k}: {v}" for k, v in sorted(queued.items()))
         )
+    if unassigned:
+        parts.append(f"{unassigned:,} waiting for a partition (no metadata for the topic)")
     if last_error:
         parts.append(f"last client error: {last_error}")
     return "; ".join(parts) or NO_REASON
