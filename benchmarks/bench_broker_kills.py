@@ -50,6 +50,8 @@ from ecomstream import broker
 
 START = dt.datetime(2026, 11, 25, 10, 0, tzinfo=dt.UTC)
 FAULT_RATE = 0.05
+# Reading millions of records back with kafka-python (~50,000/s here) takes minutes
+READ_BACK_S = 1800.0
 
 
 @dataclass
@@ -205,7 +207,7 @@ def _check(
     from tests.integration.test_pipeline_checks import assert_exact
     from tests.kafka_helpers import read_all
 
-    on_topic = read_all(bootstrap, topic)
+    on_topic = read_all(bootstrap, topic, timeout_s=READ_BACK_S)
     result.on_topic = len(on_topic)
     sent = int(result.summary.get("sent", 0))
     gen = OrderGenerator(args.seed, fault_rate=FAULT_RATE, start_time=START, rate=args.rate)
