@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ecomstream import eventhubs
 from ecomstream.catalogue import DEFAULT_CATEGORIES
 from ecomstream.cli import add_option
 from ecomstream.errors import EcomstreamError, redact
 
 DEFAULT_DELIVERY_TIMEOUT_S = 120.0  # sender.DEFAULT_DELIVERY_TIMEOUT_S (no client import here)
+HUB_CHECK_TIMEOUT_S = 15.0  # as the pipeline's preflight (adapters.databricks)
 DEFAULT_RATE = 200.0  # events/s: lively on a dashboard, light on a laptop
 CONNECTION_ENV = "ECOMSTREAM_EVENTHUB_CONNECTION_STRING"
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -75,7 +77,7 @@ def register(subparsers: Any) -> None:
         p,
         "--compression",
         choices=("none", "gzip", "snappy", "lz4", "zstd"),
-        help="batch compression (default lz4; gzip with Event Hubs)",
+        help="batch compression (default none; with Event Hubs gzip, the one codec it takes)",
     )
     add_option(p, "--linger-ms", type=int, default=20, help="batching delay (default 20)")
     add_option(
@@ -172,10 +174,8 @@ def settings_from_args(args: argparse.Namespace) -> ProduceSettings:
     compression = args.compression
     connection = args.eventhub_connection_string or os.environ.get(CONNECTION_ENV)
     if connection:
-        from ecomstream.eventhubs import kafka_python_config, parse_connection_string
-
-        conn = parse_connection_string(connection)  # registers the secret for redaction
-        security = kafka_python_config(conn)
+        conn = eventhubs.parse_connection_string(connection)  # registers it for redaction
+        security = eventhubs.kafka_python_config(conn)
         bootstrap = str(security.pop("bootstrap_servers"))
         topic = topic or conn.entity_path
         if not topic:
@@ -183,6 +183,11 @@ def settings_from_args(args: argparse.Namespace) -> ProduceSettings:
                 "no topic: give --topic or use a connection string with EntityPath=<event hub>"
             )
         compression = compression or "gzip"  # the codec Event Hubs' Kafka endpoint accepts
+        if compression not in eventhubs.COMPRESSIONS:
+            raise EcomstreamError(
+                f"--compression {compression}: Event Hubs' Kafka endpoint accepts only "
+                f"{' or '.join(eventhubs.COMPRESSIONS)}"
+            )
     if not bootstrap:
         raise EcomstreamError(
             "no broker: give --bootstrap-servers (or ECOMSTREAM_BOOTSTRAP_SERVERS) or an "
@@ -251,7 +256,14 @@ def _produce(args: argparse.Namespace) -> int:
         start_time=s.start_time,
         rate=s.rate,
     )
-    sender = open_sender(
+    if s.security:  # Event Hubs: the hub must exist (none is created on first use)
+        eventhubs.require_hub(
+            {**s.security, "bootstrap_servers": s.bootstrap_servers},
+            s.topic,
+            namespace=s.bootstrap_servers.rpartition(":")[0].split(".", 1)[0],
+            timeout_ms=int(HUB_CHECK_TIMEOUT_S * 1000),
+        )
+    sender: Any = open_sender(
         SenderSettings(
             bootstrap_servers=s.bootstrap_servers,
             topic=s.topic,
@@ -262,6 +274,10 @@ def _produce(args: argparse.Namespace) -> int:
             security=s.security,
         )
     )
+    if s.security:  # an event over Event Hubs' limit is refused here, before it is sent
+        from ecomstream.producer.oversize import OversizeGuard
+
+        sender = OversizeGuard(sender, eventhubs.MAX_EVENT_BYTES)
     try:
         summary = run(
             generator,
