@@ -238,10 +238,39 @@ def _progress(mode: str) -> Any:
     return Progress(sys.stderr, live=None if mode == "auto" else mode == "live")
 
 
+def open_for(s: ProduceSettings) -> Any:
+    """The sender for ``s``. With Event Hubs, the hub must exist first (it creates none on
+    first use), and an event over its limit is refused before it is sent."""
+    from ecomstream.producer.sender import SenderSettings, open_sender
+
+    if s.security:
+        eventhubs.require_hub(
+            {**s.security, "bootstrap_servers": s.bootstrap_servers},
+            s.topic,
+            namespace=s.bootstrap_servers.rpartition(":")[0].split(".", 1)[0],
+            timeout_ms=int(HUB_CHECK_TIMEOUT_S * 1000),
+        )
+    sender = open_sender(
+        SenderSettings(
+            bootstrap_servers=s.bootstrap_servers,
+            topic=s.topic,
+            client=s.client,
+            linger_ms=s.linger_ms,
+            compression=s.compression,
+            delivery_timeout_s=s.delivery_timeout,
+            security=s.security,
+        )
+    )
+    if not s.security:
+        return sender
+    from ecomstream.producer.oversize import OversizeGuard
+
+    return OversizeGuard(sender, eventhubs.MAX_EVENT_BYTES)
+
+
 def _produce(args: argparse.Namespace) -> int:
     from ecomstream.producer.generator import OrderGenerator
     from ecomstream.producer.runner import run
-    from ecomstream.producer.sender import SenderSettings, open_sender
 
     s = settings_from_args(args)
     if s.summary_json is not None:
@@ -256,28 +285,7 @@ def _produce(args: argparse.Namespace) -> int:
         start_time=s.start_time,
         rate=s.rate,
     )
-    if s.security:  # Event Hubs: the hub must exist (none is created on first use)
-        eventhubs.require_hub(
-            {**s.security, "bootstrap_servers": s.bootstrap_servers},
-            s.topic,
-            namespace=s.bootstrap_servers.rpartition(":")[0].split(".", 1)[0],
-            timeout_ms=int(HUB_CHECK_TIMEOUT_S * 1000),
-        )
-    sender: Any = open_sender(
-        SenderSettings(
-            bootstrap_servers=s.bootstrap_servers,
-            topic=s.topic,
-            client=s.client,
-            linger_ms=s.linger_ms,
-            compression=s.compression,
-            delivery_timeout_s=s.delivery_timeout,
-            security=s.security,
-        )
-    )
-    if s.security:  # an event over Event Hubs' limit is refused here, before it is sent
-        from ecomstream.producer.oversize import OversizeGuard
-
-        sender = OversizeGuard(sender, eventhubs.MAX_EVENT_BYTES)
+    sender = open_for(s)
     try:
         summary = run(
             generator,

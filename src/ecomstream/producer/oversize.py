@@ -18,7 +18,7 @@ from ecomstream.producer.sender import Sender
 
 def oversize_error(limit: int, endpoint: str) -> str:
     return (
-        f"event larger than {endpoint}'s limit ({limit:,} bytes of key + value): "
+        f"event larger than the {endpoint} limit ({limit:,} bytes of key + value): "
         "refused by the producer, not sent"
     )
 
