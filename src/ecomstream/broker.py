@@ -207,11 +207,14 @@ logger.state.name = state.change.logger
 logger.state.level = WARN
 """
 # The Event Hubs-shaped broker's log also names each connection that authenticated ("Successfully
-# authenticated with ...", DEBUG) and each idle one the server closed ("About to close the idle
-# connection ...", TRACE): what a test counts to tell a reconnect storm from a reconnect.
+# authenticated with ...", DEBUG), each idle one the server closed ("About to close the idle
+# connection ...", TRACE, then the client's software name) and the thread, which names the
+# listener: what a test counts to tell a reconnect storm from a reconnect, and whose idle
+# connections the server had to close.
 _LOG4J2_CONNECTIONS = """logger.selector.name = org.apache.kafka.common.network.Selector
 logger.selector.level = TRACE
 """
+_LOG4J2_THREAD = "[%d] %p [%t] %m (%c)%n"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -463,7 +466,11 @@ def start(
     )
     log4j = kdir / "log4j2.properties"
     log_file = kdir / "broker.log"
-    log4j.write_text(_LOG4J2.format(log=log_file) + (_LOG4J2_CONNECTIONS if event_hubs else ""))
+    log4j_text = _LOG4J2.format(log=log_file)
+    if event_hubs:
+        log4j_text = log4j_text.replace("[%d] %p %m (%c)%n", _LOG4J2_THREAD)
+        log4j_text += _LOG4J2_CONNECTIONS
+    log4j.write_text(log4j_text)
 
     # KAFKA_OPTS: extra JVM options, as Kafka's own scripts take them (the tests ask for C1)
     java_options = shlex.split(os.environ.get("KAFKA_OPTS", ""))

@@ -184,7 +184,9 @@ def kafka_python_config(
         "api_version": (2, 0, 0),
         "connections_max_idle_ms": idle,
         "metadata_max_age_ms": idle,
-        "request_timeout_ms": REQUEST_TIMEOUT_MS,
+        # kafka-python's consumer wants connections_max_idle_ms > request_timeout_ms: true of
+        # 180,000 > 60,000; a rehearsal that shortens the idle limit shortens this with it
+        "request_timeout_ms": min(REQUEST_TIMEOUT_MS, idle - 1),
         # TCP keepalive, as Microsoft asks of librdkafka (the Java client sets it on its own)
         "socket_options": [
             (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),

@@ -19,7 +19,7 @@ from ecomstream.cli import add_option
 from ecomstream.errors import EcomstreamError, redact
 
 DEFAULT_DELIVERY_TIMEOUT_S = 120.0  # sender.DEFAULT_DELIVERY_TIMEOUT_S (no client import here)
-HUB_CHECK_TIMEOUT_S = 15.0  # as the pipeline's preflight (adapters.databricks)
+HUB_CHECK_TIMEOUT_S = 10.0  # as the sender's connect bound (sender.CONNECT_TIMEOUT_S)
 DEFAULT_RATE = 200.0  # events/s: lively on a dashboard, light on a laptop
 CONNECTION_ENV = "ECOMSTREAM_EVENTHUB_CONNECTION_STRING"
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
