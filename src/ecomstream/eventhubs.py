@@ -55,6 +55,8 @@ REQUEST_TIMEOUT_MS = 60_000
 # partitions itself and joins no group, so this bounds nothing there; 60,000 matches Event Hubs'
 # Spark templates.
 SESSION_TIMEOUT_MS = 60_000
+# How long the producer's hub check may take (its client has just connected)
+HUB_CHECK_TIMEOUT_MS = 10_000
 # The only codec Event Hubs' Kafka endpoint accepts besides none
 COMPRESSIONS = ("none", "gzip")
 
@@ -310,3 +312,14 @@ def require_hub(config: dict[str, Any], topic: str, *, namespace: str, timeout_m
             "(az eventhubs eventhub create, or on the rehearsal broker ecomstream kafka "
             "create-topic)"
         )
+
+
+def require_producer_hub(bootstrap: str, security: dict[str, Any], topic: str) -> None:
+    """:func:`require_hub` for the producer, whose client has just proven the endpoint answers
+    and takes the credentials (its own errors say so when it does not)."""
+    require_hub(
+        {**security, "bootstrap_servers": bootstrap},
+        topic,
+        namespace=bootstrap.rpartition(":")[0].split(".", 1)[0],
+        timeout_ms=HUB_CHECK_TIMEOUT_MS,
+    )

@@ -19,7 +19,6 @@ from ecomstream.cli import add_option
 from ecomstream.errors import EcomstreamError, redact
 
 DEFAULT_DELIVERY_TIMEOUT_S = 120.0  # sender.DEFAULT_DELIVERY_TIMEOUT_S (no client import here)
-HUB_CHECK_TIMEOUT_S = 10.0  # as the sender's connect bound (sender.CONNECT_TIMEOUT_S)
 DEFAULT_RATE = 200.0  # events/s: lively on a dashboard, light on a laptop
 CONNECTION_ENV = "ECOMSTREAM_EVENTHUB_CONNECTION_STRING"
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -239,17 +238,11 @@ def _progress(mode: str) -> Any:
 
 
 def open_for(s: ProduceSettings) -> Any:
-    """The sender for ``s``. With Event Hubs, the hub must exist first (it creates none on
-    first use), and an event over its limit is refused before it is sent."""
+    """The sender for ``s``. With Event Hubs, the hub must exist (open_sender checks: Event
+    Hubs creates none on first use), and an event over its limit is refused before it is
+    sent."""
     from ecomstream.producer.sender import SenderSettings, open_sender
 
-    if s.security:
-        eventhubs.require_hub(
-            {**s.security, "bootstrap_servers": s.bootstrap_servers},
-            s.topic,
-            namespace=s.bootstrap_servers.rpartition(":")[0].split(".", 1)[0],
-            timeout_ms=int(HUB_CHECK_TIMEOUT_S * 1000),
-        )
     sender = open_sender(
         SenderSettings(
             bootstrap_servers=s.bootstrap_servers,

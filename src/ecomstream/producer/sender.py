@@ -390,5 +390,13 @@ def open_sender(settings: SenderSettings) -> Sender:
         raise EcomstreamError(
             f"--client must be one of {', '.join(CLIENTS)}, not {settings.client!r}"
         )
+    if settings.security:  # Event Hubs creates no hub on first use: a missing one is one line
+        try:
+            eventhubs.require_producer_hub(
+                settings.bootstrap_servers, settings.security, settings.topic
+            )
+        except EcomstreamError:
+            sender.close()
+            raise
     wait_until_writable(settings)
     return sender
