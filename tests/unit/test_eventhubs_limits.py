@@ -262,3 +262,15 @@ def test_event_hubs_takes_gzip_or_none_and_says_so_in_one_line(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "accepts only none or gzip" in err and KEY not in err
+
+
+def test_create_topic_without_a_broker_or_with_a_bad_count_is_one_line(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["kafka", "create-topic", "--topic", "orders", "--data-dir", str(tmp_path)]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no broker running for data dir" in err
+    assert main([*base, "--partitions", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--partitions 0 must be from 1 to 1024" in err
