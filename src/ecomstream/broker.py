@@ -130,7 +130,6 @@ def _server_properties(
     partitions: int,
     sasl_ssl_port: int | None = None,
     tls: _Tls | None = None,
-    overrides: dict[str, str] | None = None,
 ) -> str:
     listeners = [f"PLAINTEXT://127.0.0.1:{port}", f"CONTROLLER://127.0.0.1:{controller_port}"]
     advertised = list(listeners)
@@ -153,44 +152,52 @@ def _server_properties(
             f"listener.name.sasl_ssl.ssl.keystore.password={tls.store_password}",
             f"listener.name.sasl_ssl.ssl.key.password={tls.store_password}",
         ]
-    lines = [
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
-        f"listeners={','.join(listeners)}",
-        f"advertised.listeners={','.join(advertised)}",
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        f"listener.security.protocol.map={protocols}",
-        *sasl,
-        f"log.dirs={log_dir}",
-        f"num.partitions={partitions}",
-        "offsets.topic.replication.factor=1",
-        "offsets.topic.num.partitions=1",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        "group.initial.rebalance.delay.ms=0",
-        "auto.create.topics.enable=true",
-        f"message.max.bytes={MAX_MESSAGE_BYTES}",
-        f"replica.fetch.max.bytes={MAX_MESSAGE_BYTES}",
-        # a laptop has few cores: fewer threads than Kafka's server defaults
-        "num.network.threads=2",
-        "num.io.threads=4",
-        # The active controller appends a no-op record to the metadata log every 500 ms by
-        # default, so that other nodes see the quorum is alive; with one node it only burns
-        # CPU: an idle broker took 7.4 CPU-s per 20 s at 500 ms, 5.2 at 5000 ms (its raft
-        # thread 1.8 -> 0.3)
-        "metadata.max.idle.interval.ms=5000",
-    ]
-    overrides = dict(overrides or {})
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
+            f"listeners={','.join(listeners)}",
+            f"advertised.listeners={','.join(advertised)}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"listener.security.protocol.map={protocols}",
+            *sasl,
+            f"log.dirs={log_dir}",
+            f"num.partitions={partitions}",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=true",
+            f"message.max.bytes={MAX_MESSAGE_BYTES}",
+            f"replica.fetch.max.bytes={MAX_MESSAGE_BYTES}",
+            # a laptop has few cores: fewer threads than Kafka's server defaults
+            "num.network.threads=2",
+            "num.io.threads=4",
+            # The active controller appends a no-op record to the metadata log every 500 ms by
+            # default, so that other nodes see the quorum is alive; with one node it only burns
+            # CPU: an idle broker took 7.4 CPU-s per 20 s at 500 ms, 5.2 at 5000 ms (its raft
+            # thread 1.8 -> 0.3)
+            "metadata.max.idle.interval.ms=5000",
+            "",
+        ]
+    )
+
+
+def with_overrides(properties: str, overrides: dict[str, str]) -> str:
+    """``properties`` (server.properties text) with each key of ``overrides`` set to its value:
+    in place where the key is already set (so no key appears twice), appended otherwise."""
+    left = dict(overrides)
+    lines = properties.rstrip("\n").split("\n")
     for i, line in enumerate(lines):
         key = line.partition("=")[0]
-        if key in overrides:
-            lines[i] = f"{key}={overrides.pop(key)}"
-    lines += [f"{key}={value}" for key, value in overrides.items()]
-    return "\n".join([*lines, ""])
+        if key in left:
+            lines[i] = f"{key}={left.pop(key)}"
+    return "\n".join([*lines, *(f"{k}={v}" for k, v in left.items()), ""])
 
 
 _LOG4J2 = """status = warn
@@ -458,12 +465,10 @@ def start(
         )
     tls = _make_tls(kdir) if sasl_ssl_port is not None else None
     props = kdir / "server.properties"
-    overrides = eventhubs.broker_overrides() if event_hubs else None
-    props.write_text(
-        _server_properties(
-            port, controller_port, log_dir, partitions, sasl_ssl_port, tls, overrides
-        )
-    )
+    properties = _server_properties(port, controller_port, log_dir, partitions, sasl_ssl_port, tls)
+    if event_hubs:
+        properties = with_overrides(properties, eventhubs.broker_overrides())
+    props.write_text(properties)
     log4j = kdir / "log4j2.properties"
     log_file = kdir / "broker.log"
     log4j_text = _LOG4J2.format(log=log_file)

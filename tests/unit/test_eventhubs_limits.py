@@ -170,8 +170,9 @@ def test_a_bad_idle_limit_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, va
 
 
 def test_the_rehearsal_broker_properties_enforce_event_hubs_limits(tmp_path: Any) -> None:
-    text = broker._server_properties(
-        9092, 9093, tmp_path, 2, overrides=eventhubs.broker_overrides(service_ms=5000)
+    text = broker.with_overrides(
+        broker._server_properties(9092, 9093, tmp_path, 2),
+        eventhubs.broker_overrides(service_ms=5000),
     )
     pairs = [line.split("=", 1) for line in text.splitlines() if "=" in line]
     keys = [k for k, _ in pairs]
