@@ -1,4 +1,5 @@
-"""Azure Event Hubs' Kafka endpoint: from a connection string to client settings.
+"""Azure Event Hubs' Kafka endpoint: from a connection string to client settings inside the
+service's limits, and the limits the rehearsal broker enforces.
 
 The connection string is a secret: it is registered with :func:`ecomstream.errors.redact` the
 moment it is parsed, never part of a repr, and never quoted in an error.
