@@ -275,3 +275,12 @@ def test_create_topic_without_a_broker_or_with_a_bad_count_is_one_line(
     assert main([*base, "--partitions", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--partitions 0 must be from 1 to 1024" in err
+
+
+def test_a_delivery_timeout_kafka_python_cannot_take_with_event_hubs_is_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["produce", "--eventhub-connection-string", CONN, "--topic", "o"]
+    assert main([*argv, "--client", "kafka-python", "--delivery-timeout", "30"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at least 60.02s (or --client confluent)" in err

@@ -206,6 +206,16 @@ def settings_from_args(args: argparse.Namespace) -> ProduceSettings:
         )
 
     client = args.client or default_client()
+    if security and client == "kafka-python":
+        # kafka-python refuses delivery_timeout_ms < linger_ms + request_timeout_ms, and Event
+        # Hubs wants a 60 s request timeout: say so rather than fail to build the client
+        least = (args.linger_ms + int(security["request_timeout_ms"])) / 1000
+        if args.delivery_timeout < least:
+            raise EcomstreamError(
+                f"--delivery-timeout {args.delivery_timeout:g} is shorter than kafka-python "
+                f"allows with Event Hubs' request timeout: at least {least:g}s (or --client "
+                "confluent)"
+            )
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     return ProduceSettings(
         bootstrap_servers=bootstrap,
