@@ -359,8 +359,7 @@ def test_the_rehearsal_broker_enforces_what_event_hubs_enforces(sasl_broker: Sas
     over = socket.create_connection(("127.0.0.1", info.port))
     over.settimeout(30)
     over.sendall(struct.pack(">i", eventhubs.SERVICE_MAX_REQUEST_BYTES + 1) + b"\0" * 64)
-    assert over.recv(1) == b""
-    over.close()
+    assert _closed_by_peer(over)
 
     # no topic on first use: a metadata request for an unknown hub creates none
     consumer = KafkaConsumer(bootstrap_servers=info.bootstrap)
@@ -371,7 +370,8 @@ def test_the_rehearsal_broker_enforces_what_event_hubs_enforces(sasl_broker: Sas
     finally:
         consumer.close()
 
-    # a record over 1 MB inside a request under the limit: refused, not stored
+    # a record over 1 MB inside a request under the limit: refused by the broker, not stored
+    # (kafka-python's own size check, 1,040,000 here, would raise from send() itself)
     hub = sasl_broker.create_hub("big", partitions=1)
     producer = KafkaProducer(
         bootstrap_servers=info.bootstrap, max_request_size=1_040_000, acks="all", retries=0
@@ -386,11 +386,23 @@ def test_the_rehearsal_broker_enforces_what_event_hubs_enforces(sasl_broker: Sas
 
     # the idle wait is the condition under test, bounded well past the limit
     idle.settimeout(IDLE_MS / 1000 * 5)
-    assert idle.recv(1) == b""
-    idle.close()
+    assert _closed_by_peer(idle)
     text = mark.text()
     assert "InvalidReceiveException: Invalid receive (size = 1046529 larger than 1046528)" in text
     assert f"About to close the idle connection from 127.0.0.1:{info.port}-" in text
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """The other end closed ``sock`` (a FIN, or a reset when it left bytes unread); False when
+    the socket's timeout passed first."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        sock.close()
 
 
 @pytest.mark.parametrize(("client", "count"), [("confluent", 30_000), ("kafka-python", 10_000)])
@@ -431,8 +443,9 @@ def test_full_speed_requests_stay_under_the_limit_and_an_oversize_event_is_refus
     assert Counter(read_all(sasl_broker.info.bootstrap, hub, timeout_s=120)) == Counter(orders)
     counts = mark.counts()
     assert counts["closed_on_error"] == 0, counts
-    # the hub check, the producer and its readiness probe: a few connections, not a storm
-    assert counts["connections"] <= 8, counts
+    # the hub check, the producer and its readiness probe, two each (measured: 6 with either
+    # client): a reconnect storm would be dozens
+    assert counts["connections"] <= 12, counts
 
 
 def test_full_speed_then_a_quiet_period_past_the_idle_limit_then_more_orders(
