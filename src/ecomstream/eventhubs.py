@@ -261,6 +261,27 @@ def spark_kafka_options(
     }
 
 
+def spark_session_conf(service_ms: int | None = None) -> dict[str, str]:
+    """Spark settings for Event Hubs that belong to the session, not the source (static: set
+    when the session starts; on Databricks in the job cluster's spark_conf, resources/).
+
+    Spark keeps a Kafka consumer per partition in a pool between micro-batches and polls it
+    only when a batch has data, so in a quiet period that consumer's own
+    connections.max.idle.ms never gets a chance to act and the service closes its connection.
+    The pool closes such a consumer first. Its bootstrap connection may already have idled for
+    up to the clients' idle limit when the consumer goes back to the pool, which leaves a
+    third of that limit before the service's: idle for an eighth of it, looked for every
+    sixteenth (the pool tests three consumers a run, so two runs for a partition's worth):
+    closed within a quarter. Azure: 22.5 s and 11.25 s, so 180 + 45 s < 240 s. Measured on the
+    rehearsal broker: at a half and a quarter the broker still closed one consumer connection
+    of eight; at a sixth and a twelfth, none."""
+    idle = client_idle_ms(service_ms)
+    return {
+        "spark.kafka.consumer.cache.timeout": f"{idle // 8}ms",
+        "spark.kafka.consumer.cache.evictorThreadRunInterval": f"{idle // 16}ms",
+    }
+
+
 def broker_overrides(service_ms: int | None = None) -> dict[str, str]:
     """server.properties of the Event Hubs-shaped rehearsal broker: what Event Hubs enforces and
     Apache Kafka lets through by default. Both limits are broker-wide in Kafka 4.1 (its

@@ -284,3 +284,23 @@ def test_a_delivery_timeout_kafka_python_cannot_take_with_event_hubs_is_one_line
     assert main([*argv, "--client", "kafka-python", "--delivery-timeout", "30"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "at least 60.02s (or --client confluent)" in err
+
+
+def test_the_job_clusters_close_idle_kafka_consumers_before_event_hubs_does() -> None:
+    yaml = pytest.importorskip("yaml")
+    from pathlib import Path
+
+    jobs = yaml.safe_load(
+        (Path(__file__).parents[2] / "resources/ecomstream_pipeline.job.yml").read_text()
+    )["resources"]["jobs"]
+    wanted = eventhubs.spark_session_conf()
+    assert wanted == {
+        "spark.kafka.consumer.cache.timeout": "22500ms",
+        "spark.kafka.consumer.cache.evictorThreadRunInterval": "11250ms",
+    }
+    # a bootstrap connection idle for the clients' limit, then evicted within two runs
+    assert eventhubs.client_idle_ms() + 22_500 + 2 * 11_250 < AZURE_IDLE_MS
+    for name, job in jobs.items():
+        for cluster in job["job_clusters"]:
+            conf = cluster["new_cluster"]["spark_conf"]
+            assert {k: conf.get(k) for k in wanted} == wanted, name

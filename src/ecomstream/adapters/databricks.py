@@ -533,8 +533,8 @@ def _local_proof_session(settings: DatabricksSettings) -> Callable[[], SparkSess
         from ecomstream.spark import local_session
 
         log = Path(str(settings.storage_root)) / "_logs" / "spark.log"
-        return local_session(
-            "ecomstream-databricks-proof", extra_conf=settings.spark_conf, log_file=log
-        )
+        # what the bundle's job clusters set for Event Hubs (resources/), unless overridden
+        conf = {**eventhubs.spark_session_conf(), **settings.spark_conf}
+        return local_session("ecomstream-databricks-proof", extra_conf=conf, log_file=log)
 
     return make
