@@ -49,6 +49,9 @@ DEFAULT_HEAP = "768m"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 60.0
 DEFAULT_PARTITIONS = 2
+# The controller's hold on a broker that stopped heartbeating (see _server_properties)
+BROKER_SESSION_MS = 3000
+BROKER_HEARTBEAT_MS = 500
 # The largest record batch the broker takes (message.max.bytes; Kafka's default is 1 MiB + 12,
 # too small for a 1 MiB value with its key and framing). The producer's request limit matches
 # (producer/sender.py). It also bounds a pipeline batch's bytes: at most
@@ -183,6 +186,14 @@ def _server_properties(
             # CPU: an idle broker took 7.4 CPU-s per 20 s at 500 ms, 5.2 at 5000 ms (its raft
             # thread 1.8 -> 0.3)
             "metadata.max.idle.interval.ms=5000",
+            # A broker restarted after kill -9 cannot register while the controller still
+            # holds its previous process's session (DUPLICATE_BROKER_REGISTRATION), and a new
+            # controller gives every registered broker a whole session first: with Kafka's 9 s
+            # default, each restart after a crash took 12-14 s here. Broker and controller are
+            # one process on loopback, so a short session loses nothing; heartbeats every
+            # 500 ms keep it alive (see docs/operations.md, "The broker after kill -9").
+            f"broker.session.timeout.ms={BROKER_SESSION_MS}",
+            f"broker.heartbeat.interval.ms={BROKER_HEARTBEAT_MS}",
             "",
         ]
     )
@@ -278,7 +289,11 @@ def running(data_dir: Path) -> BrokerInfo | None:
 def wait_ready(
     bootstrap: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
 ) -> None:
-    """Block until the broker answers a metadata request (an open port is not enough).
+    """Block until the broker takes produce requests again: it answers a metadata request (an
+    open port is not enough) and every partition of every topic it holds answers a ListOffsets
+    request, which only a partition's leader answers. A restarted broker answers metadata
+    before it leads its partitions again (a clean stop leaves them leaderless until the broker
+    registers anew), and a producer's records sent then wait for a leader.
 
     The client is made only once the port accepts a connection: a kafka-python client that
     finds no listener backs off exponentially (0.1, 0.4, 1.7, 5.6 s ...) up to its 30 s
@@ -308,16 +323,47 @@ def wait_ready(
                 reconnect_backoff_max_ms=500,
             )
             try:
-                admin.list_topics()
-                return
+                topics = admin.list_topics()
             finally:
                 admin.close()
+            if partitions_led(bootstrap, topics):
+                return
+            last_error = "partitions without a leader"
         except (KafkaError, OSError, ValueError) as exc:
             last_error = f"{type(exc).__name__}: {exc}"
         time.sleep(0.2)
     raise EcomstreamError(
         f"Kafka broker at {bootstrap} did not answer within {timeout_s:.0f}s ({last_error})"
     )
+
+
+def partitions_led(bootstrap: str, topics: list[str]) -> bool:
+    """Every partition of ``topics`` answers a ListOffsets request (only a leader does)."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    if not topics:
+        return True
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        request_timeout_ms=3000,
+        bootstrap_timeout_ms=3000,
+        reconnect_backoff_max_ms=500,
+    )
+    try:
+        partitions = []
+        for topic in topics:
+            ids = consumer.partitions_for_topic(topic)
+            if not ids:
+                return False
+            partitions += [TopicPartition(topic, p) for p in sorted(ids)]
+        consumer.end_offsets(partitions, timeout_ms=3000)
+        return True
+    except (KafkaError, OSError, ValueError):
+        return False
+    finally:
+        consumer.close()
 
 
 def _last_log_error(log: Path) -> str:

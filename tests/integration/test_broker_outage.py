@@ -48,6 +48,7 @@ import pytest
 from ecomstream import broker
 from ecomstream.jobs import pipeline
 from ecomstream.jobs.settings import PipelineSettings
+from ecomstream.producer.runner import STALL_S
 from tests.integration.test_pipeline_checks import REPO, assert_exact, cli_env
 from tests.kafka_helpers import read_all, wait_for_records
 
@@ -98,14 +99,53 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnBroker]:
         broker.stop(data_dir)
 
 
-def _producer(b: OwnBroker, topic: str, summary: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "ecomstream", "produce", "--bootstrap-servers", b.bootstrap,
-         "--topic", topic, "--rate", f"{RATE:g}", "--seed", str(SEED),
-         "--fault-rate", str(FAULT_RATE), "--start-time", START.isoformat(),
-         "--summary-json", str(summary), "--progress", "off", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO,
-    )  # fmt: skip
+def _producer(b: OwnBroker, topic: str, work: Path, *extra: str) -> subprocess.Popen[str]:
+    """The producer, its summary in ``work/summary.json``, its stderr (where it says a stall
+    while it lasts) in ``work/producer.err`` for the test to read at any time, and the
+    client's debug log in ``work/client.log`` when records failed or stalled."""
+    with open(work / "producer.err", "w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ecomstream", "produce", "--bootstrap-servers", b.bootstrap,
+             "--topic", topic, "--rate", f"{RATE:g}", "--seed", str(SEED),
+             "--fault-rate", str(FAULT_RATE), "--start-time", START.isoformat(),
+             "--summary-json", str(work / "summary.json"), "--progress", "off",
+             "--client-log", str(work / "client.log"), *extra],
+            stdout=subprocess.PIPE, stderr=err, text=True, env=cli_env(), cwd=REPO,
+        )  # fmt: skip
+
+
+class ProducerStall:
+    """Fails a wait at once when the producer says it is stuck, instead of the hang guard.
+
+    The broker is back and leads its partitions when ``kafka start`` returns (broker.wait_ready),
+    so records then go within a second or two. The producer says a stall every 10 s
+    (runner.STALL_S) while none of its records is acknowledged, and moves its queue to a new
+    client once the broker has served for 20 s (runner.RECOVER_AFTER_S). Past
+    ``STALLS_AFTER_RESTART`` such lines after the restart even that did not help: the test fails
+    with the producer's own words and the path of the client's log (issue 26)."""
+
+    STALLS_AFTER_RESTART = 6
+
+    def __init__(self, proc: subprocess.Popen[str], work: Path) -> None:
+        self.proc, self.err, self.work = proc, work / "producer.err", work
+        self.offset = 0
+
+    def restarted(self) -> None:
+        self.offset = self._size()
+
+    def _size(self) -> int:
+        return self.err.stat().st_size if self.err.exists() else 0
+
+    def check(self) -> None:
+        text = self.err.read_text(errors="replace") if self.err.exists() else ""
+        assert self.proc.poll() is None, (
+            f"the producer exited {self.proc.returncode}: {text[-800:]}"
+        )
+        stalls = [line for line in text[self.offset :].splitlines() if "stalled:" in line]
+        assert len(stalls) < self.STALLS_AFTER_RESTART, (
+            f"the producer is stuck with the broker back: {stalls[-1]} "
+            f"(client log: {self.work / 'client.log'} once it exits)"
+        )
 
 
 def _generated(n: int) -> list[tuple[bytes | None, bytes]]:
@@ -125,10 +165,17 @@ def _bronze_rows(data_dir: Path) -> int:
     return DeltaTable(str(path)).to_pyarrow_table(columns=["kafka_offset"]).num_rows
 
 
-def _until(what: str, condition: Callable[[], bool], timeout: float = HANG_GUARD_S) -> None:
+def _until(
+    what: str,
+    condition: Callable[[], bool],
+    timeout: float = HANG_GUARD_S,
+    fail_fast: Callable[[], None] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"hang guard: {what} not within {timeout:.0f}s"
+        if fail_fast is not None:
+            fail_fast()
         time.sleep(0.5)
 
 
@@ -201,7 +248,8 @@ def test_producer_and_pipeline_ride_through_a_clean_stop_and_a_kill_9(
 ) -> None:
     topic = f"outage-{uuid.uuid4().hex[:8]}"
     data_dir, summary_path = tmp_path / "data", tmp_path / "summary.json"
-    producer = _producer(own_broker, topic, summary_path)
+    producer = _producer(own_broker, topic, tmp_path)
+    stall = ProducerStall(producer, tmp_path)
     try:
         wait_for_records(own_broker.bootstrap, topic, 20, timeout_s=120, proc=producer)
         settings = PipelineSettings(
@@ -223,9 +271,23 @@ def test_producer_and_pipeline_ride_through_a_clean_stop_and_a_kill_9(
                 phase("broker down")
                 time.sleep(OUTAGE_S)  # the outage itself, not a synchronisation
                 own_broker.restart()
+                stall.restarted()
                 phase("broker restarted")
+                # kafka start returns once the broker leads every partition again
+                assert broker.partitions_led(own_broker.bootstrap, [topic])
+                on_topic = wait_for_records(own_broker.bootstrap, topic, 1)
+                _until(
+                    "a record acknowledged after the restart",
+                    lambda n=on_topic: wait_for_records(own_broker.bootstrap, topic, 1) > n,
+                    fail_fast=stall.check,
+                )
+                phase("a record acknowledged after restart")
                 after = _bronze_rows(data_dir)
-                _until("a batch after the restart", lambda a=after: _bronze_rows(data_dir) > a)
+                _until(
+                    "a batch after the restart",
+                    lambda a=after: _bronze_rows(data_dir) > a,
+                    fail_fast=stall.check,
+                )
                 phase("batch seen after restart")
             producer.send_signal(signal.SIGTERM)
             producer.wait(timeout=HANG_GUARD_S)
@@ -237,11 +299,17 @@ def test_producer_and_pipeline_ride_through_a_clean_stop_and_a_kill_9(
     finally:
         if producer.poll() is None:
             producer.kill()
-    out, err = producer.communicate(timeout=60)
+    out, _ = producer.communicate(timeout=60)
+    err = (tmp_path / "producer.err").read_text()
     assert producer.returncode == 0, (out, err)
     summary = json.loads(summary_path.read_text())
     sent, acked = summary["sent"], summary["acknowledged"]
     assert summary["failed"] == 0 and acked == sent > 0, summary
+    # the producer said each outage while it lasted, with the client's reason
+    if OUTAGE_S >= STALL_S:
+        assert summary["stalled_s"] >= STALL_S and summary["stall_reason"], summary
+        said = [line for line in err.splitlines() if line.startswith("produce: stalled:")]
+        assert said and all("nothing acknowledged for" in line for line in said), err
 
     # every acknowledged order is on the topic exactly once, and nothing else is
     on_topic = read_all(own_broker.bootstrap, topic)
@@ -265,7 +333,7 @@ def test_past_the_limits_producer_and_pipeline_stop_with_one_line(
 
     topic = f"down-{uuid.uuid4().hex[:8]}"
     data_dir, summary_path = tmp_path / "data", tmp_path / "summary.json"
-    producer = _producer(own_broker, topic, summary_path, "--delivery-timeout", "4")
+    producer = _producer(own_broker, topic, tmp_path, "--delivery-timeout", "4")
     codes: list[int] = []
     try:
         wait_for_records(own_broker.bootstrap, topic, 20, timeout_s=120, proc=producer)
@@ -288,7 +356,8 @@ def test_past_the_limits_producer_and_pipeline_stop_with_one_line(
         finally:  # the CLI's stderr handler would outlive capsys
             for handler in set(logger.handlers) - set(handlers):
                 logger.removeHandler(handler)
-        out, err = producer.communicate(timeout=HANG_GUARD_S)
+        out, _ = producer.communicate(timeout=HANG_GUARD_S)
+        err = (tmp_path / "producer.err").read_text()
     finally:
         if producer.poll() is None:
             producer.kill()
@@ -309,6 +378,13 @@ def test_past_the_limits_producer_and_pipeline_stop_with_one_line(
     assert summary["gave_up"] is True and summary["timed_out"] > 0, summary
     assert summary["acknowledged"] + summary["failed"] == summary["sent"], summary
     assert f"{summary['failed']:,} failed" in out
+    # a run that went wrong leaves the client's own log behind, named in the summary
+    client_log = tmp_path / "client.log"
+    assert (
+        summary["client_log"] == str(client_log)
+        and f"client log (its newest lines): {client_log}" in out
+    )
+    assert "Broker changed state" in client_log.read_text()  # librdkafka's broker debug lines
 
     # the broker back: what the producer acknowledged is on the topic once; a restart of the
     # pipeline continues exactly where the stopped one left off

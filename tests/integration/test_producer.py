@@ -295,3 +295,30 @@ def test_broker_lost_mid_run_counts_failures_and_exits_non_zero(tmp_path: Path) 
     assert summary["acknowledged"] + summary["failed"] == summary["sent"]
     assert summary["errors"] and "Traceback" not in err
     assert f"{summary['failed']:,} failed" in out
+
+
+def test_recover_moves_only_queued_records_to_a_new_client_each_once(
+    kafka_broker: Broker,
+) -> None:
+    """Issue 26: the producer's way out of a stuck librdkafka client. Records the old client
+    still queues (a long linger keeps them there) move to a new client; the topic then holds
+    every record exactly once and the counts add up."""
+    from ecomstream.producer.sender import ConfluentSender, SenderSettings, wait_until_writable
+
+    topic = kafka_broker.new_topic("recover")
+    settings = SenderSettings(kafka_broker.bootstrap, topic, client="confluent", linger_ms=60_000)
+    sender = ConfluentSender(settings)
+    assert wait_until_writable(settings)
+    records = [(key, value, None) for key, value, _ in OrderGenerator(26).batch(500)]
+    try:
+        sender.send_batch(records)
+        assert sender.acknowledged == 0  # all queued behind the linger
+        assert sender.broker_serving()
+        moved = sender.recover()
+        assert moved == 500 and sender.moved == 500
+        assert sender.flush(30) == 0
+        assert sender.failed == 0 and sender.acknowledged == sender.sent == 500
+    finally:
+        sender.close()
+    on_topic = read_all(kafka_broker.bootstrap, topic)
+    assert Counter(on_topic) == Counter((key, value) for key, value, _ in records)

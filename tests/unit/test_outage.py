@@ -126,6 +126,15 @@ class DeadBroker:
     def acknowledged(self) -> int:
         return 0
 
+    def stall_reason(self) -> str:
+        return "no connection to a broker is up"
+
+    def broker_serving(self) -> bool:
+        return False
+
+    def recover(self) -> int:
+        return 0
+
     def send_batch(self, records: Any) -> None:
         self.sent += len(records)
         self.held += len(records)

@@ -9,6 +9,7 @@ import os
 import random
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,13 @@ def register(subparsers: Any) -> None:
         f"(default {DEFAULT_DELIVERY_TIMEOUT_S:g})",
     )
     add_option(p, "--summary-json", type=Path, help="also write the summary as JSON here")
+    add_option(
+        p,
+        "--client-log",
+        type=Path,
+        help="where the Kafka client's newest log lines go when records failed or stalled "
+        "(default: ecomstream-produce-<pid>-client.log in the temp dir)",
+    )
     add_option(
         p,
         "--progress",
@@ -302,6 +310,8 @@ def _produce(args: argparse.Namespace) -> int:
     finally:
         sender.close()
     summary.topic, summary.client = s.topic, s.client
+    if summary.failed or summary.stalled_s:
+        summary.client_log = _write_client_log(sender, args.client_log)
     # the error counts quote the clients' messages: redacted where they are printed and written
     print(redact(summary.text()), flush=True)
     if s.summary_json is not None:
@@ -316,6 +326,18 @@ def _produce(args: argparse.Namespace) -> int:
     if summary.interrupted and (s.count is not None or s.duration is not None):
         return 130  # stopped before the work asked for was done
     return 0
+
+
+def _write_client_log(sender: Any, path: Path | None) -> str | None:
+    """The client's newest lines into ``path``: the evidence of a run that went wrong. A log
+    that cannot be written is said in the summary, never an error of the run."""
+    path = path or Path(tempfile.gettempdir()) / f"ecomstream-produce-{os.getpid()}-client.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sender.client_log.write(path)
+    except OSError as exc:
+        return f"not written ({path}: {exc.strerror})"
+    return str(path)
 
 
 def _gave_up(s: ProduceSettings, summary: Any) -> EcomstreamError:

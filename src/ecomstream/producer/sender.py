@@ -15,11 +15,13 @@ in ``timed_out``: it may or may not be on the topic (its acknowledgement may be 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from ecomstream import eventhubs
@@ -33,6 +35,23 @@ CONNECT_TIMEOUT_S = 10.0
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 DEFAULT_DELIVERY_TIMEOUT_S = 120.0
+# What librdkafka logs for a run that goes wrong (issue 26): connections and re-bootstraps
+# (broker), metadata and partition leaders (topic), message batches and retries (msg), and the
+# idempotent producer's producer id and sequence state (eos). Kept in memory, the newest
+# CLIENT_LOG_LINES lines, and written out only when records failed or stalled; about 100 lines
+# a second at 2,000 orders/s.
+CLIENT_DEBUG = "broker,topic,msg,eos"
+CLIENT_LOG_LINES = 200_000
+# How often librdkafka reports its internal state (statistics.interval.ms): what a stall is
+# explained with while it lasts
+STATS_INTERVAL_MS = 1000
+NO_REASON = "connected, records queued, none acknowledged"
+# The longest wait between two attempts to reconnect to a broker (both clients)
+RECONNECT_BACKOFF_MAX_MS = 1000
+# How long recover() serves the old client's reports of the records it purged
+PURGE_REPORTS_S = 2.0
+# The stall watch's probe of the broker: every partition of the topic answers from its leader
+PROBE_TIMEOUT_S = 3.0
 # How long a new sender waits, before its first record, for every partition of its topic to
 # answer from a leader (see wait_until_writable)
 TOPIC_READY_TIMEOUT_S = 30.0
@@ -66,9 +85,16 @@ class Sender(Protocol):
     failed: int
     timed_out: int  # of ``failed``: not acknowledged within the delivery timeout
     errors: Counter[str]
+    client_log: ClientLog
 
     @property
     def acknowledged(self) -> int: ...
+
+    def stall_reason(self) -> str: ...
+
+    def broker_serving(self) -> bool: ...
+
+    def recover(self) -> int: ...
 
     def send(self, key: bytes | None, value: bytes) -> None: ...
 
@@ -87,6 +113,40 @@ def _quiet(logger_name: str) -> logging.Logger:
     logger.addHandler(logging.NullHandler())
     logger.propagate = False
     return logger
+
+
+class ClientLog(logging.Handler):
+    """The client library's newest log lines, in memory; written to a file only when a run went
+    wrong, so that a stall nobody can reproduce leaves its evidence behind."""
+
+    def __init__(self, lines: int = CLIENT_LOG_LINES, level: int = logging.DEBUG) -> None:
+        super().__init__(level)
+        self._lines: deque[str] = deque(maxlen=lines)
+        self._warning: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        message = record.getMessage()
+        self._lines.append(f"{stamp}.{int(record.msecs):03d} {message}")
+        if record.levelno >= logging.WARNING:
+            self._warning = message
+
+    def last_warning(self) -> str | None:
+        """The newest line at WARNING or above."""
+        return redact(self._warning) if self._warning else None
+
+    def attach(self, logger_name: str) -> logging.Logger:
+        logger = _quiet(logger_name)
+        logger.addHandler(self)
+        if logger.getEffectiveLevel() > self.level or logger.level == logging.NOTSET:
+            logger.setLevel(self.level)
+        return logger
+
+    def write(self, path: Path) -> int:
+        """The kept lines into ``path`` (secrets redacted); how many were written."""
+        lines = list(self._lines)
+        path.write_text("".join(redact(line) + "\n" for line in lines))
+        return len(lines)
 
 
 def _unreachable(settings: SenderSettings, detail: str) -> EcomstreamError:
@@ -109,7 +169,9 @@ class KafkaPythonSender:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
-        _quiet("kafka")
+        # its DEBUG lines cost throughput (kafka-python logs each request): INFO and above
+        self.client_log = ClientLog(level=logging.INFO)
+        self.client_log.attach("kafka")
         self.settings = settings
         self.sent = 0
         self.failed = 0
@@ -130,6 +192,9 @@ class KafkaPythonSender:
             "request_timeout_ms": max(min(30_000, delivery_ms - settings.linger_ms), 1000),
             "delivery_timeout_ms": max(delivery_ms, settings.linger_ms + 1000),
             "max_request_size": MAX_REQUEST_BYTES,
+            # kafka-python backs off up to 30 s between reconnects by default: a broker back
+            # from a restart then waited 9 s for its first record (bench_broker_kills)
+            "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
         }
         config.update(settings.security)
         if settings.security:  # Event Hubs: its limits, not the local endpoint's
@@ -150,6 +215,18 @@ class KafkaPythonSender:
     @property
     def acknowledged(self) -> int:
         return self._acked
+
+    def broker_serving(self) -> bool:
+        return wait_until_writable(self.settings, timeout_s=PROBE_TIMEOUT_S)
+
+    def recover(self) -> int:
+        """kafka-python's sender recovers on its own (never seen stuck here): nothing to move."""
+        return 0
+
+    def stall_reason(self) -> str:
+        """kafka-python keeps no statistics: its newest warning says the most."""
+        last = self.client_log.last_warning()
+        return f"last client warning: {last}" if last else NO_REASON
 
     def _ok(self, _metadata: object) -> None:
         self._acked += 1
@@ -224,12 +301,67 @@ def _confluent_config(settings: SenderSettings) -> dict[str, Any]:
         "message.max.bytes": MAX_REQUEST_BYTES,
         "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
         "socket.connection.setup.timeout.ms": int(CONNECT_TIMEOUT_S * 1000),
-        # only failures come back as callbacks: acknowledged = sent - failed - still queued
-        "delivery.report.only.error": True,
+        # A broker back from a restart is found within a second: librdkafka's reconnect
+        # back-off grows to 10 s by default (Java's client: 1 s), which added up to 10-15 s
+        # between 'kafka start' returning and the first record acknowledged.
+        "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
+        # With every broker down, librdkafka 2.10+ re-bootstraps: it destroys the broker
+        # threads it knows and re-adds the bootstrap address, every 50 ms-1 s for the whole
+        # outage (seen in the client log of issue 26's repro). Our endpoints (the embedded
+        # broker, Event Hubs) have one address that comes back as it was: keep the known
+        # broker and reconnect to it.
+        "metadata.recovery.strategy": "none",
+        # Every record's report comes back, and acknowledged counts the successes. Counting
+        # only failures (acknowledged = sent - failed - len(producer)) broke once the client
+        # logged through Python: len() counts the log and statistics events waiting to be
+        # served too (62 of them after 2.5 s idle, issue 26). Measured, 200,000 records:
+        # 0.40-0.42 CPU-s with every report against 0.43-0.59 with failures only.
+        "delivery.report.only.error": False,
     }
     if settings.security:  # Event Hubs: SASL_SSL and its limits, not the local endpoint's
         config.update(eventhubs.librdkafka_config(settings.security))
     return config
+
+
+def describe_stall(stats: dict[str, Any], last_error: str | None) -> str:
+    """What librdkafka's statistics (statistics.interval.ms) say keeps queued records from the
+    broker: no producer id, no broker connection, partitions without a leader, requests
+    awaiting a response, and where the records wait."""
+    parts: list[str] = []
+    eos = stats.get("eos") or {}
+    state = eos.get("idemp_state")
+    if state and state != "Assigned":
+        age = eos.get("idemp_stateage", 0) / 1e6
+        parts.append(f"the idempotent producer has no producer id (state {state} for {age:.0f}s)")
+    brokers = [b for b in (stats.get("brokers") or {}).values() if b.get("nodeid", -1) >= 0]
+    if stats and not any(b.get("state") == "UP" for b in brokers):
+        parts.append("no connection to a broker is up")
+    queued: dict[int, int] = {}
+    leaderless: list[int] = []
+    unassigned = 0
+    for topic in (stats.get("topics") or {}).values():
+        for key, part in (topic.get("partitions") or {}).items():
+            count = part.get("msgq_cnt", 0) + part.get("xmit_msgq_cnt", 0)
+            if int(key) < 0:  # librdkafka's queue of records not yet given a partition
+                unassigned += count
+                continue
+            queued[int(key)] = count
+            if part.get("leader", -1) < 0:
+                leaderless.append(int(key))
+    if leaderless:
+        parts.append(f"partitions without a leader: {sorted(leaderless)}")
+    awaiting = sum(b.get("waitresp_cnt", 0) for b in brokers)
+    if awaiting:
+        parts.append(f"{awaiting} requests awaiting the broker's response")
+    if any(queued.values()):
+        parts.append(
+            "queued per partition: " + ", ".join(f"{k}: {v}" for k, v in sorted(queued.items()))
+        )
+    if unassigned:
+        parts.append(f"{unassigned:,} waiting for a partition (no metadata for the topic)")
+    if last_error:
+        parts.append(f"last client error: {last_error}")
+    return "; ".join(parts) or NO_REASON
 
 
 class ConfluentSender:
@@ -252,13 +384,25 @@ class ConfluentSender:
         config = _confluent_config(settings)
         config["error_cb"] = self._client_error
         config["on_delivery"] = self._delivered
-        self._client_errors: list[str] = []
+        config["debug"] = CLIENT_DEBUG
+        config["statistics.interval.ms"] = STATS_INTERVAL_MS
+        config["stats_cb"] = self._statistics
+        self._client_errors: deque[str] = deque(maxlen=20)
+        self._stats: dict[str, Any] | None = None
+        self.client_log = ClientLog()
+        self._new_producer = lambda: Producer(
+            config, logger=self.client_log.attach("ecomstream.librdkafka")
+        )
         try:
-            self._producer = Producer(config, logger=_quiet("ecomstream.librdkafka"))
+            self._producer = self._new_producer()
         except KafkaException as exc:
             raise EcomstreamError(redact(f"invalid Kafka client settings: {exc}")) from None
         self._produce = self._producer.produce
         self._since_poll = 0
+        # clients replaced by recover(), kept until their in-flight records are settled
+        self._retired: list[Any] = []
+        self.moved = 0
+        self._acked = 0
         try:
             meta = self._producer.list_topics(settings.topic, timeout=CONNECT_TIMEOUT_S)
         except KafkaException as exc:
@@ -280,18 +424,60 @@ class ConfluentSender:
     def _client_error(self, err: Any) -> None:
         self._client_errors.append(redact(err.str()))
 
-    def _delivered(self, err: Any, _msg: Any) -> None:
-        if err is not None:
+    def _statistics(self, stats_json: str) -> None:
+        try:
+            self._stats = json.loads(stats_json)
+        except ValueError:
+            pass
+
+    def stall_reason(self) -> str:
+        return describe_stall(
+            self._stats or {}, self._client_errors[-1] if self._client_errors else None
+        )
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        if err is None:
+            self._acked += 1
+        else:
             from confluent_kafka import KafkaError
 
+            if err.code() == KafkaError._PURGE_QUEUE:
+                # purged from a stuck client's queue by recover(), so never sent: the new
+                # client sends it
+                self._produce(self.settings.topic, msg.value(), msg.key())
+                self.moved += 1
+                return
             self.failed += 1
             if err.code() == KafkaError._MSG_TIMED_OUT:
                 self.timed_out += 1
             self.errors[redact(err.str())] += 1
 
+    def broker_serving(self) -> bool:
+        """Every partition of the topic answers from its leader (a quick probe of our own)."""
+        return wait_until_writable(self.settings, timeout_s=PROBE_TIMEOUT_S)
+
+    def recover(self) -> int:
+        """Move the records a stuck client still queues to a new client; how many moved.
+
+        Only queued records move: librdkafka never sent them (``purge`` of the queue, not of
+        requests in flight), so no broker holds them and sending them again cannot put one on
+        the topic twice. Records in flight stay with the old client, which goes on until each
+        is acknowledged or fails. The new client has its own producer id."""
+        old = self._producer
+        before = self.moved
+        self._producer = self._new_producer()
+        self._produce = self._producer.produce
+        self._retired.append(old)
+        old.purge(in_queue=True, in_flight=False, blocking=True)
+        # the purged records' reports come back through the old client's queue: _delivered
+        # hands each to the new client (flush serves them; its in-flight ones may take longer)
+        old.flush(PURGE_REPORTS_S)
+        self._producer.poll(0)
+        return self.moved - before
+
     @property
     def acknowledged(self) -> int:
-        return self.sent - self.failed - len(self._producer)
+        return self._acked
 
     def send(self, key: bytes | None, value: bytes) -> None:
         self.send_batch(((key, value, None),))
@@ -320,18 +506,27 @@ class ConfluentSender:
             poll(0)
 
     def poll(self) -> None:
+        for retired in self._retired:
+            retired.poll(0)
         self._producer.poll(0)
+
+    def _outstanding(self) -> int:
+        return self.sent - self._acked - self.failed
 
     def flush(self, timeout_s: float) -> int:
+        """Until every record handed over is acknowledged or failed, or ``timeout_s``; how many
+        are neither. The count is our own: librdkafka's (``len``, what its ``flush`` returns)
+        also counts the log and statistics events waiting to be served."""
         deadline = time.monotonic() + timeout_s
-        remaining = self._producer.flush(timeout_s)
-        while remaining and time.monotonic() < deadline:
-            remaining = self._producer.flush(max(deadline - time.monotonic(), 0.1))
-        self._producer.poll(0)
-        return max(self.sent - self.acknowledged - self.failed, 0)
+        while True:
+            for producer in [*self._retired, self._producer]:
+                producer.flush(max(min(deadline - time.monotonic(), 1.0), 0.0))
+            if self._outstanding() <= 0 or time.monotonic() >= deadline:
+                return max(self._outstanding(), 0)
 
     def close(self) -> None:
-        self._producer.flush(5)
+        for producer in [*self._retired, self._producer]:
+            producer.flush(5)
 
 
 def wait_until_writable(settings: SenderSettings, timeout_s: float = TOPIC_READY_TIMEOUT_S) -> bool:
