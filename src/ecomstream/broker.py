@@ -13,6 +13,13 @@ Event-Hubs-shaped connection string, TLS from a self-signed certificate made by 
 profile's source code path run end to end on a laptop. The password never touches a file: the
 JVM gets the listener's JAAS line in an environment variable that server.properties names
 through Kafka's ``EnvVarConfigProvider``.
+
+With ``event_hubs`` the broker also enforces what Event Hubs enforces and Apache Kafka lets
+through (:func:`ecomstream.eventhubs.broker_overrides`): requests over 1,046,528 bytes closed,
+idle connections closed by the server, record batches over 1 MB refused, no topic created on
+first use (:func:`create_topic` makes one, as ``az eventhubs eventhub create`` does). Its log
+then names every connection authenticated and every idle one the server closed, so a test can
+count reconnects.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ecomstream import interrupts, jars
+from ecomstream import eventhubs, interrupts, jars
 from ecomstream.errors import EcomstreamError, register_secret
 from ecomstream.paths import ensure_writable_dir
 
@@ -66,6 +73,7 @@ class BrokerInfo:
     controller_port: int
     data_dir: Path
     sasl_ssl_port: int | None = None
+    event_hubs: bool = False
 
     @property
     def bootstrap(self) -> str:
@@ -191,6 +199,18 @@ def _server_properties(
     )
 
 
+def with_overrides(properties: str, overrides: dict[str, str]) -> str:
+    """``properties`` (server.properties text) with each key of ``overrides`` set to its value:
+    in place where the key is already set (so no key appears twice), appended otherwise."""
+    left = dict(overrides)
+    lines = properties.rstrip("\n").split("\n")
+    for i, line in enumerate(lines):
+        key = line.partition("=")[0]
+        if key in left:
+            lines[i] = f"{key}={left.pop(key)}"
+    return "\n".join([*lines, *(f"{k}={v}" for k, v in left.items()), ""])
+
+
 _LOG4J2 = """status = warn
 appender.file.type = File
 appender.file.name = FILE
@@ -204,6 +224,15 @@ logger.kafka.level = WARN
 logger.state.name = state.change.logger
 logger.state.level = WARN
 """
+# The Event Hubs-shaped broker's log also names each connection that authenticated ("Successfully
+# authenticated with ...", DEBUG), each idle one the server closed ("About to close the idle
+# connection ...", TRACE, then the client's software name) and the thread, which names the
+# listener: what a test counts to tell a reconnect storm from a reconnect, and whose idle
+# connections the server had to close.
+_LOG4J2_CONNECTIONS = """logger.selector.name = org.apache.kafka.common.network.Selector
+logger.selector.level = TRACE
+"""
+_LOG4J2_THREAD = "[%d] %p [%t] %m (%c)%n"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -253,6 +282,7 @@ def running(data_dir: Path) -> BrokerInfo | None:
         controller_port=int(info["controller_port"]),
         data_dir=kdir.parent,
         sasl_ssl_port=int(info["sasl_ssl_port"]) if info.get("sasl_ssl_port") else None,
+        event_hubs=bool(info.get("event_hubs")),
     )
 
 
@@ -426,12 +456,15 @@ def start(
     ready_timeout_s: float = READY_TIMEOUT_S,
     sasl_ssl_port: int | None = None,
     sasl_password: str | None = None,
+    event_hubs: bool = False,
 ) -> BrokerInfo:
     """Start the broker of ``data_dir`` detached and wait until it is ready.
 
     With ``sasl_ssl_port`` it also listens there with SASL_SSL + PLAIN, accepting user
     ``$ConnectionString`` with password ``sasl_password`` (an Event-Hubs-shaped connection
-    string), like Azure Event Hubs' Kafka endpoint.
+    string), like Azure Event Hubs' Kafka endpoint. With ``event_hubs`` it enforces Event Hubs'
+    limits (module docstring); its idle limit is ``$ECOMSTREAM_EVENTHUBS_IDLE_MS``, Azure's
+    240 s unless set, and the clients read the same variable.
     """
     if shutil.which("java") is None:
         raise EcomstreamError("java not found on PATH: the embedded Kafka broker needs Java 17+")
@@ -478,12 +511,17 @@ def start(
         )
     tls = _make_tls(kdir) if sasl_ssl_port is not None else None
     props = kdir / "server.properties"
-    props.write_text(
-        _server_properties(port, controller_port, log_dir, partitions, sasl_ssl_port, tls)
-    )
+    properties = _server_properties(port, controller_port, log_dir, partitions, sasl_ssl_port, tls)
+    if event_hubs:
+        properties = with_overrides(properties, eventhubs.broker_overrides())
+    props.write_text(properties)
     log4j = kdir / "log4j2.properties"
     log_file = kdir / "broker.log"
-    log4j.write_text(_LOG4J2.format(log=log_file))
+    log4j_text = _LOG4J2.format(log=log_file)
+    if event_hubs:
+        log4j_text = log4j_text.replace("[%d] %p %m (%c)%n", _LOG4J2_THREAD)
+        log4j_text += _LOG4J2_CONNECTIONS
+    log4j.write_text(log4j_text)
 
     # KAFKA_OPTS: extra JVM options, as Kafka's own scripts take them (the tests ask for C1)
     java_options = shlex.split(os.environ.get("KAFKA_OPTS", ""))
@@ -544,6 +582,7 @@ def start(
                 controller_port=controller_port,
                 data_dir=data_dir,
                 sasl_ssl_port=sasl_ssl_port,
+                event_hubs=event_hubs,
             )
             (kdir / "broker.pid.json").write_text(
                 json.dumps(
@@ -552,6 +591,7 @@ def start(
                         "port": port,
                         "controller_port": controller_port,
                         "sasl_ssl_port": sasl_ssl_port,
+                        "event_hubs": event_hubs,
                     }
                 )
             )
@@ -618,6 +658,47 @@ def stop(data_dir: Path) -> BrokerInfo | None:
             (kafka_dir(data_dir) / "broker.pid.json").unlink()
         return None
     _terminate(info.pid, kafka_dir(data_dir))
+    return info
+
+
+def create_topic(data_dir: Path, topic: str, partitions: int = DEFAULT_PARTITIONS) -> BrokerInfo:
+    """Create ``topic`` with ``partitions`` on the running broker of ``data_dir`` (what the
+    Event Hubs-shaped broker needs first, as an event hub is created before it is used).
+    An existing topic with as many partitions is fine; with another count it is an error."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    if not 1 <= partitions <= 1024:
+        raise EcomstreamError(f"--partitions {partitions} must be from 1 to 1024")
+    info = running(data_dir)
+    if info is None:
+        raise EcomstreamError(
+            f"no broker running for data dir {Path(data_dir).resolve()}: start one with "
+            "'ecomstream kafka start'"
+        )
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=info.bootstrap, request_timeout_ms=15_000)
+    except (KafkaError, OSError) as exc:
+        raise EcomstreamError(
+            f"Kafka at {info.bootstrap} did not answer ({type(exc).__name__})"
+        ) from None
+    try:
+        try:
+            admin.create_topics([NewTopic(topic, partitions, 1)])
+        except TopicAlreadyExistsError:
+            described = admin.describe_topics([topic])
+            have = len(described[0]["partitions"]) if described else 0
+            if have != partitions:
+                raise EcomstreamError(
+                    f"topic {topic!r} already exists with {have} partitions, not {partitions}"
+                ) from None
+        except KafkaError as exc:
+            raise EcomstreamError(
+                f"Kafka at {info.bootstrap} did not create topic {topic!r} ({exc})"
+            ) from None
+    finally:
+        admin.close()
     return info
 
 

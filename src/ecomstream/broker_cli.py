@@ -38,7 +38,24 @@ def register(subparsers: Any) -> None:
         "$ConnectionString, password from ECOMSTREAM_EVENTHUB_CONNECTION_STRING, "
         "self-signed certificate in <data-dir>/kafka/tls/ca.pem",
     )
+    add_option(
+        start,
+        "--event-hubs",
+        action="store_true",
+        default=False,
+        help="enforce what Event Hubs enforces: requests over 1,046,528 bytes closed, records "
+        "over 1 MB refused, no topic auto-creation (see create-topic), idle connections closed "
+        "after ECOMSTREAM_EVENTHUBS_IDLE_MS (default Azure's 240000), which clients also read",
+    )
     start.set_defaults(func=_start)
+
+    create = actions.add_parser(
+        "create-topic", help="create a topic (an event hub) on the broker of this data dir"
+    )
+    add_option(create, "--topic", required=True, help="topic name")
+    add_option(create, "--partitions", type=int, default=2, help="partition count (default 2)")
+    _data_dir(create)
+    create.set_defaults(func=_create_topic)
 
     for name, func, text in (
         ("status", _status, "is the broker of this data dir running? exit 0 yes, 3 no"),
@@ -71,11 +88,22 @@ def _start(args: argparse.Namespace) -> int:
         if args.sasl_ssl_port is not None
         else {}
     )
+    options: dict[str, Any] = {"heap": args.heap, "event_hubs": args.event_hubs, **sasl}
     if args.foreground:
-        broker.run_foreground(args.data_dir, args.port, heap=args.heap, **sasl)
+        broker.run_foreground(args.data_dir, args.port, **options)
         return 0
-    info = broker.start(args.data_dir, args.port, heap=args.heap, **sasl)
+    info = broker.start(args.data_dir, args.port, **options)
     print(info.bootstrap)
+    if info.event_hubs:
+        from ecomstream import eventhubs
+
+        print(
+            "enforcing Event Hubs' limits: requests <= "
+            f"{eventhubs.SERVICE_MAX_REQUEST_BYTES:,} bytes, record batches <= "
+            f"{eventhubs.MAX_REQUEST_BYTES:,} bytes, idle connections closed after "
+            f"{eventhubs.service_idle_ms():,} ms, no topic auto-creation",
+            file=sys.stderr,
+        )
     if info.sasl_ssl_bootstrap is not None:
         print(
             f"SASL_SSL listener {info.sasl_ssl_bootstrap} (PLAIN, user $ConnectionString); "
@@ -98,7 +126,8 @@ def _status(args: argparse.Namespace) -> int:
         print(f"not running (data dir {Path(args.data_dir).resolve()})")
         return NOT_RUNNING_EXIT
     sasl = f" sasl_ssl {info.sasl_ssl_bootstrap}" if info.sasl_ssl_bootstrap else ""
-    print(f"running {info.bootstrap}{sasl} pid {info.pid} data dir {info.data_dir}")
+    shaped = " (Event Hubs limits)" if info.event_hubs else ""
+    print(f"running {info.bootstrap}{sasl}{shaped} pid {info.pid} data dir {info.data_dir}")
     return 0
 
 
@@ -110,4 +139,12 @@ def _stop(args: argparse.Namespace) -> int:
         print(f"no broker running for data dir {Path(args.data_dir).resolve()}")
     else:
         print(f"stopped broker pid {info.pid} ({info.bootstrap})")
+    return 0
+
+
+def _create_topic(args: argparse.Namespace) -> int:
+    from ecomstream import broker
+
+    info = broker.create_topic(args.data_dir, args.topic, args.partitions)
+    print(f"topic {args.topic} with {args.partitions} partitions on {info.bootstrap}")
     return 0

@@ -3,6 +3,14 @@
 ``$ConnectionString``, password an Event-Hubs-shaped connection string), and the databricks
 profile's own source options (unshaded JAAS class) read from it.
 
+The broker is Event Hubs-shaped (``broker.start(event_hubs=True)``): it closes the connection
+of a request over 1,046,528 bytes, refuses a record batch over 1 MB, creates no topic on first
+use (each test creates its hub, as ``az eventhubs eventhub create`` would) and closes a
+connection idle for IDLE_MS, shortened from Azure's 240 s so a quiet period fits in a test;
+the clients read the same shortened value and close theirs at 3/4 of it. Its log names each
+connection that authenticated on the SASL_SSL listener and each one the server closed, which
+is how the tests tell a reconnect from a reconnect storm.
+
 Every test also checks that the connection string never lands in what was printed or written.
 """
 
@@ -10,9 +18,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import signal
+import socket
+import struct
 import subprocess
 import sys
+import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +39,9 @@ from ecomstream.contract import CONTRACT_REASON_CODES
 from tests.kafka_helpers import read_all
 
 HUB = "orders"
+# the rehearsal broker's idle limit in these tests (Azure's is 240,000 ms); clients: 6,000
+IDLE_MS = 8_000
+PARTITIONS = 4
 
 
 @dataclass
@@ -44,8 +61,61 @@ class SaslBroker:
             "ECOMSTREAM_EVENTHUB_CONNECTION_STRING": self.connection_string,
             "ECOMSTREAM_KAFKA_SSL_CAFILE": str(self.info.ca_file),
             "ECOMSTREAM_DATABRICKS_LOCAL_PROOF": "1",
+            eventhubs.IDLE_ENV: str(IDLE_MS),
             **extra,
         }
+
+    def create_hub(self, prefix: str, partitions: int = PARTITIONS) -> str:
+        """A new event hub: the broker creates none on first use, as Event Hubs does not."""
+        hub = f"{prefix}-{secrets.token_hex(4)}"
+        broker.create_topic(self.data_dir, hub, partitions)
+        return hub
+
+    def log_mark(self) -> BrokerLog:
+        path = broker.kafka_dir(self.data_dir) / "broker.log"
+        return BrokerLog(path, path.stat().st_size)
+
+
+@dataclass
+class BrokerLog:
+    """The broker's log from a mark on, counted (the Event Hubs-shaped broker logs each SASL
+    connection that authenticated and each connection the server closed)."""
+
+    path: Path
+    start: int
+
+    def text(self) -> str:
+        with self.path.open("rb") as f:
+            f.seek(self.start)
+            return f.read().decode(errors="replace")
+
+    def counts(self) -> dict[str, int]:
+        """On the SASL_SSL listener (its network threads are named after it): connections
+        authenticated, connections the server closed on an error (a request over the limit is
+        one) and idle ones it closed, those also by the client software that held them
+        (``idle:<name>``, from the line the same thread logs next)."""
+        counts: Counter[str] = Counter()
+        closing: set[str] = set()  # threads that just closed an idle connection
+        for line in self.text().splitlines():
+            match = _LINE.match(line)
+            if match is None or "SASL_SSL" not in match["thread"]:
+                continue
+            thread, message = match["thread"], match["message"]
+            if "Successfully authenticated with" in message:
+                counts["connections"] += 1
+            elif "Unexpected error from" in message:
+                counts["closed_on_error"] += 1
+            elif "About to close the idle connection" in message:
+                counts["closed_idle"] += 1
+                closing.add(thread)
+            elif thread in closing and (software := _SOFTWARE.search(message)):
+                closing.discard(thread)
+                counts[f"idle:{software[1]}"] += 1
+        return {"connections": 0, "closed_on_error": 0, "closed_idle": 0, **counts}
+
+
+_LINE = re.compile(r"^\[[^\]]*\] [A-Z]+ \[(?P<thread>[^\]]*)\] (?P<message>.*)$")
+_SOFTWARE = re.compile(r"ClientInformation\(softwareName=([^,]+),")
 
 
 def _connection_string(port: int, hub: str | None = HUB) -> str:
@@ -62,11 +132,27 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslBroker
     data_dir = tmp_path_factory.mktemp("sasl-broker")
     sasl_port = broker.free_port()
     conn = _connection_string(sasl_port, hub=None)
-    info = broker.start(data_dir, broker.free_port(), sasl_ssl_port=sasl_port, sasl_password=conn)
+    # one value for both sides, as in production: the broker's idle limit, and every client
+    # (in this process and the CLI runs) closes its idle connections at 3/4 of it
+    previous = os.environ.get(eventhubs.IDLE_ENV)
+    os.environ[eventhubs.IDLE_ENV] = str(IDLE_MS)
     try:
-        yield SaslBroker(info=info, connection_string=conn, data_dir=data_dir)
+        info = broker.start(
+            data_dir,
+            broker.free_port(),
+            sasl_ssl_port=sasl_port,
+            sasl_password=conn,
+            event_hubs=True,
+        )
+        try:
+            yield SaslBroker(info=info, connection_string=conn, data_dir=data_dir)
+        finally:
+            broker.stop(data_dir)
     finally:
-        broker.stop(data_dir)
+        if previous is None:
+            os.environ.pop(eventhubs.IDLE_ENV, None)
+        else:
+            os.environ[eventhubs.IDLE_ENV] = previous
 
 
 def assert_secret_absent(sb: SaslBroker, *texts: str, dirs: tuple[Path, ...] = ()) -> int:
@@ -98,7 +184,7 @@ def test_kafka_python_round_trip_through_sasl_ssl(sasl_broker: SaslBroker) -> No
     config = _python_config(sasl_broker)
     assert config["bootstrap_servers"] == sasl_broker.info.sasl_ssl_bootstrap
     assert config["security_protocol"] == "SASL_SSL"
-    topic = f"rt-{secrets.token_hex(4)}"
+    topic = sasl_broker.create_hub("rt", partitions=1)
     sent = [(f"k{i}".encode(), json.dumps({"i": i}).encode()) for i in range(300)]
     producer = KafkaProducer(**config, acks="all")  # type: ignore[arg-type]
     try:
@@ -163,7 +249,7 @@ def test_producer_and_pipeline_end_to_end_through_the_event_hubs_path(
     A run with a wrong key fails first. Neither run prints or writes the secret."""
     from ecomstream import entrypoints
 
-    hub = f"hub-{secrets.token_hex(4)}"
+    hub = sasl_broker.create_hub("hub")
     # a namespace-level string, as Azure's RootManageSharedAccessKey gives: the hub is --topic
     env = sasl_broker.env()
     summary_file = tmp_path / "summary.json"
@@ -255,3 +341,198 @@ def test_producer_and_pipeline_end_to_end_through_the_event_hubs_path(
         dirs=(tmp_path,),
     )
     assert searched > 20  # tables, checkpoints, logs, the summary: not an empty search
+
+
+# -- what Event Hubs enforces, and the clients inside it -------------------------------------
+def test_the_rehearsal_broker_enforces_what_event_hubs_enforces(sasl_broker: SaslBroker) -> None:
+    """Each limit refuses what Apache Kafka's defaults let through. The broker applies them to
+    every listener (Kafka 4.1 has no per-listener form of either), so the raw checks use the
+    PLAINTEXT one: a SASL_SSL connection is refused larger requests before it authenticates."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.errors import MessageSizeTooLargeError
+
+    info = sasl_broker.info
+    mark = sasl_broker.log_mark()
+    # opened first, left idle: the server closes them once its idle limit has passed (the
+    # SASL_SSL one also proves the log count the other tests rely on)
+    idle = socket.create_connection(("127.0.0.1", info.port))
+    idle_sasl = socket.create_connection(("127.0.0.1", info.sasl_ssl_port or 0))
+
+    # one byte over the request limit: the connection is closed, nothing is answered
+    over = socket.create_connection(("127.0.0.1", info.port))
+    over.settimeout(30)
+    over.sendall(struct.pack(">i", eventhubs.SERVICE_MAX_REQUEST_BYTES + 1) + b"\0" * 64)
+    assert _closed_by_peer(over)
+
+    # no topic on first use: a metadata request for an unknown hub creates none
+    consumer = KafkaConsumer(bootstrap_servers=info.bootstrap)
+    try:
+        missing = f"nohub-{secrets.token_hex(4)}"
+        assert not consumer.partitions_for_topic(missing)
+        assert missing not in consumer.topics()
+    finally:
+        consumer.close()
+
+    # a record over 1 MB inside a request under the limit: refused by the broker, not stored
+    # (kafka-python's own size check, 1,040,000 here, would raise from send() itself)
+    hub = sasl_broker.create_hub("big", partitions=1)
+    producer = KafkaProducer(
+        bootstrap_servers=info.bootstrap, max_request_size=1_040_000, acks="all", retries=0
+    )
+    try:
+        future = producer.send(hub, value=b"x" * 1_010_000)
+        with pytest.raises(MessageSizeTooLargeError):
+            future.get(timeout=30)
+    finally:
+        producer.close()
+    assert read_all(info.bootstrap, hub) == []
+
+    # the idle wait is the condition under test, bounded well past the limit
+    idle.settimeout(IDLE_MS / 1000 * 5)
+    assert _closed_by_peer(idle)
+    idle_sasl.settimeout(IDLE_MS / 1000 * 5)
+    assert _closed_by_peer(idle_sasl)
+    assert mark.counts()["closed_idle"] == 1
+    text = mark.text()
+    assert "InvalidReceiveException: Invalid receive (size = 1046529 larger than 1046528)" in text
+    assert f"About to close the idle connection from 127.0.0.1:{info.port}-" in text
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """The other end closed ``sock`` (a FIN, or a reset when it left bytes unread); False when
+    the socket's timeout passed first."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(("client", "count"), [("confluent", 30_000), ("kafka-python", 10_000)])
+def test_full_speed_requests_stay_under_the_limit_and_an_oversize_event_is_refused(
+    sasl_broker: SaslBroker, monkeypatch: pytest.MonkeyPatch, client: str, count: int
+) -> None:
+    """Uncompressed 512 KiB batches on four partitions at full speed: with the old 2 MiB request
+    limit kafka-python packed several into one ~2 MB request and the broker (as Event Hubs)
+    closed the connection under it, over and over. Now: no closed connection, every order
+    acknowledged once, and the one event over the limit refused before it was sent."""
+    from ecomstream.cli import build_parser
+    from ecomstream.producer.cli import open_for, settings_from_args
+    from ecomstream.producer.generator import OrderGenerator
+
+    for name, value in sasl_broker.env().items():
+        if name.startswith("ECOMSTREAM_"):
+            monkeypatch.setenv(name, value)
+    hub = sasl_broker.create_hub(f"speed-{client}")
+    argv = ["produce", "--topic", hub, "--client", client, "--compression", "none"]
+    settings = settings_from_args(build_parser().parse_args([*argv, "--linger-ms", "100"]))
+    orders = [(k, v) for k, v, _ in OrderGenerator(5).batch(count)]
+    oversize = (b"too-big", b"x" * eventhubs.MAX_EVENT_BYTES)
+    mark = sasl_broker.log_mark()
+    sender = open_for(settings)
+    try:
+        half = count // 2
+        sender.send_batch([(k, v, None) for k, v in orders[:half]])
+        sender.send_batch([(*oversize, None)])
+        sender.send_batch([(k, v, None) for k, v in orders[half:]])
+        assert sender.flush(120) == 0
+    finally:
+        sender.close()
+    assert (sender.sent, sender.acknowledged, sender.failed) == (count + 1, count, 1)
+    assert list(sender.errors) == [
+        "event larger than the Event Hubs limit (999,488 bytes of key + value): "
+        "refused by the producer, not sent"
+    ]
+    assert Counter(read_all(sasl_broker.info.bootstrap, hub, timeout_s=120)) == Counter(orders)
+    counts = mark.counts()
+    assert counts["closed_on_error"] == 0, counts
+    # the hub check, the producer and its readiness probe, two each (measured: 6 with either
+    # client): a reconnect storm would be dozens
+    assert 0 < counts["connections"] <= 12, counts
+
+
+def test_full_speed_then_a_quiet_period_past_the_idle_limit_then_more_orders(
+    sasl_broker: SaslBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The databricks profile's continuous pipeline over the Event Hubs-shaped broker: orders at
+    full speed in large batches on four partitions, then nothing for longer than the broker's
+    idle limit (producer and the pipeline's consumers idle), then more orders from the same
+    producer. Every table exact (nothing lost, nothing doubled), no connection closed on an
+    error, no idle connection closed by the broker (the clients' side is the shorter), and the
+    quiet period costs each client a reconnect, not a storm."""
+    from ecomstream.cli import build_parser
+    from ecomstream.producer.cli import open_for, settings_from_args
+    from ecomstream.producer.generator import OrderGenerator
+    from tests.integration.test_pipeline_checks import Running, assert_exact, metrics_rows
+
+    env = sasl_broker.env()
+    for name, value in env.items():
+        if name.startswith("ECOMSTREAM_"):
+            monkeypatch.setenv(name, value)
+    hub = sasl_broker.create_hub("quiet")
+    argv = ["produce", "--topic", hub, "--compression", "none", "--linger-ms", "100"]
+    sender = open_for(settings_from_args(build_parser().parse_args(argv)))
+    generator = OrderGenerator(17, fault_rate=0.05)
+    first = generator.batch(20_000)
+    later = generator.batch(2_000)
+    data_dir = tmp_path / "data"
+
+    def processed() -> int:
+        if not (data_dir / "metrics/pipeline_batches/_delta_log").exists():
+            return 0
+        return sum(r.input_rows or 0 for r in metrics_rows(data_dir) if r.query == "bronze")
+
+    def wait_for_bronze(n: int, run: Running) -> None:
+        deadline = time.monotonic() + 300
+        while (got := processed()) < n:
+            assert run.proc.poll() is None, run.output()[-3000:]
+            assert time.monotonic() < deadline, f"bronze {got} of {n}\n{run.output()[-3000:]}"
+            time.sleep(0.5)
+        assert got == n, f"bronze took {got} records, {n} were sent"
+
+    mark = sasl_broker.log_mark()
+    run = Running(
+        "pipeline", "--profile", "databricks", "--topic", hub, "--data-dir", str(data_dir),
+        "--trigger-interval", "1 second", "--max-offsets-per-trigger", "50000",
+        **{k: v for k, v in env.items() if k.startswith("ECOMSTREAM_")},
+    )  # fmt: skip
+    try:
+        sender.send_batch(first)
+        assert sender.flush(120) == 0
+        wait_for_bronze(len(first), run)
+        before_quiet = mark.counts()
+        # the quiet period is the condition under test, not a wait for something to happen:
+        # longer than the broker's idle limit, so every idle connection is past it
+        time.sleep(IDLE_MS / 1000 * 1.5)
+        quiet = mark.counts()
+        sender.send_batch(later)
+        assert sender.flush(120) == 0
+        wait_for_bronze(len(first) + len(later), run)
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.proc.wait(timeout=120) == 0, run.output()[-3000:]
+    finally:
+        sender.close()
+        if run.proc.poll() is None:
+            run.kill9()
+    assert (sender.acknowledged, sender.failed) == (len(first) + len(later), 0)
+
+    on_topic = read_all(sasl_broker.info.bootstrap, hub, timeout_s=120)
+    sent = [(k, v) for k, v, _ in first + later]
+    assert Counter(on_topic) == Counter(sent)  # the producer: none lost, none doubled
+    assert_exact(data_dir, sent)  # bronze, silver, quarantine and gold: exactly those
+    after = mark.counts()
+    assert after["closed_on_error"] == 0, after
+    figures = (before_quiet, quiet, after)
+    # Every client closes its idle connections before the broker would: the producer
+    # (librdkafka) and the pipeline's kafka-python probes by their own idle limit, the Kafka
+    # consumers Spark keeps between micro-batches by its pool's eviction
+    # (eventhubs.spark_session_conf). Without that eviction the broker closed 8 of theirs, 2
+    # per partition, in the quiet period; with it, measured three times: none.
+    assert after["closed_idle"] == 0, figures
+    # after the quiet period each client reconnects once: the second half costs fewer
+    # connections than the first (measured: 19 before the quiet period, 8-9 after it)
+    reconnects = after["connections"] - quiet["connections"]
+    assert 0 < reconnects <= before_quiet["connections"], figures

@@ -2,8 +2,9 @@
 
 The embedded broker's SASL_SSL listener stands in for ``<ns>.servicebus.windows.net:9093``
 (PLAIN, user ``$ConnectionString``, password an Event-Hubs-shaped connection string, a
-self-signed CA given by ``ECOMSTREAM_KAFKA_SSL_CAFILE``). Both clients send with nothing but the
-connection string; the records are read back over PLAINTEXT; the secret is never printed.
+self-signed CA given by ``ECOMSTREAM_KAFKA_SSL_CAFILE``) on a broker that enforces Event Hubs'
+limits. Both clients send with nothing but the connection string; the records are read back
+over PLAINTEXT; the secret is never printed. A hub that does not exist is one line, at once.
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ def sasl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[broker.Brok
         f"SharedAccessKey={key}"
     )
     info = broker.start(
-        data_dir, broker.free_port(), sasl_ssl_port=sasl_port, sasl_password=conn, heap="384m"
+        data_dir,
+        broker.free_port(),
+        sasl_ssl_port=sasl_port,
+        sasl_password=conn,
+        heap="384m",
+        event_hubs=True,  # Event Hubs' limits, no topic created on first use
     )
     try:
         yield info, conn
@@ -53,6 +59,7 @@ def test_produce_with_only_a_connection_string(
 ) -> None:
     info, conn = sasl
     hub = f"orders-{secrets.token_hex(4)}"
+    broker.create_topic(info.data_dir, hub, 2)  # as az eventhubs eventhub create would
     key = conn.split("SharedAccessKey=")[1]
     env = {
         **os.environ,
@@ -123,3 +130,41 @@ def test_a_wrong_key_fails_in_bounded_time_without_echoing_it(
     assert done.returncode != 0
     assert wrong not in done.stdout + done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_a_hub_that_does_not_exist_is_one_line_before_any_order(
+    sasl: tuple[broker.BrokerInfo, str],
+) -> None:
+    info, conn = sasl
+    env = {
+        **os.environ,
+        "ECOMSTREAM_EVENTHUB_CONNECTION_STRING": conn,
+        "ECOMSTREAM_KAFKA_SSL_CAFILE": str(info.ca_file),
+    }
+    hub = f"nohub-{secrets.token_hex(4)}"
+    done = subprocess.run(
+        [sys.executable, "-m", "ecomstream", "produce", "--count", "5", "--topic", hub],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"ecomstream: error: event hub {hub!r} does not exist in namespace 'localhost' (or the "
+        "connection string may not read it): Event Hubs creates none on first use; create it "
+        "first (az eventhubs eventhub create, or on the rehearsal broker ecomstream kafka "
+        "create-topic)"
+    ]
+    assert hub not in _topics(info)  # and asking created none
+
+
+def _topics(info: broker.BrokerInfo) -> set[str]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=info.bootstrap)
+    try:
+        return set(consumer.topics())
+    finally:
+        consumer.close()

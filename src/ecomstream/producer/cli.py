@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ecomstream import eventhubs
 from ecomstream.catalogue import DEFAULT_CATEGORIES
 from ecomstream.cli import add_option
 from ecomstream.errors import EcomstreamError, redact
@@ -76,7 +77,7 @@ def register(subparsers: Any) -> None:
         p,
         "--compression",
         choices=("none", "gzip", "snappy", "lz4", "zstd"),
-        help="batch compression (default lz4; gzip with Event Hubs)",
+        help="batch compression (default none; with Event Hubs gzip, the one codec it takes)",
     )
     add_option(p, "--linger-ms", type=int, default=20, help="batching delay (default 20)")
     add_option(
@@ -180,10 +181,8 @@ def settings_from_args(args: argparse.Namespace) -> ProduceSettings:
     compression = args.compression
     connection = args.eventhub_connection_string or os.environ.get(CONNECTION_ENV)
     if connection:
-        from ecomstream.eventhubs import kafka_python_config, parse_connection_string
-
-        conn = parse_connection_string(connection)  # registers the secret for redaction
-        security = kafka_python_config(conn)
+        conn = eventhubs.parse_connection_string(connection)  # registers it for redaction
+        security = eventhubs.kafka_python_config(conn)
         bootstrap = str(security.pop("bootstrap_servers"))
         topic = topic or conn.entity_path
         if not topic:
@@ -191,6 +190,11 @@ def settings_from_args(args: argparse.Namespace) -> ProduceSettings:
                 "no topic: give --topic or use a connection string with EntityPath=<event hub>"
             )
         compression = compression or "gzip"  # the codec Event Hubs' Kafka endpoint accepts
+        if compression not in eventhubs.COMPRESSIONS:
+            raise EcomstreamError(
+                f"--compression {compression}: Event Hubs' Kafka endpoint accepts only "
+                f"{' or '.join(eventhubs.COMPRESSIONS)}"
+            )
     if not bootstrap:
         raise EcomstreamError(
             "no broker: give --bootstrap-servers (or ECOMSTREAM_BOOTSTRAP_SERVERS) or an "
@@ -210,6 +214,16 @@ def settings_from_args(args: argparse.Namespace) -> ProduceSettings:
         )
 
     client = args.client or default_client()
+    if security and client == "kafka-python":
+        # kafka-python refuses delivery_timeout_ms < linger_ms + request_timeout_ms, and Event
+        # Hubs wants a 60 s request timeout: say so rather than fail to build the client
+        least = (args.linger_ms + int(security["request_timeout_ms"])) / 1000
+        if args.delivery_timeout < least:
+            raise EcomstreamError(
+                f"--delivery-timeout {args.delivery_timeout:g} is shorter than kafka-python "
+                f"allows with Event Hubs' request timeout: at least {least:g}s (or --client "
+                "confluent)"
+            )
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     return ProduceSettings(
         bootstrap_servers=bootstrap,
@@ -241,10 +255,33 @@ def _progress(mode: str) -> Any:
     return Progress(sys.stderr, live=None if mode == "auto" else mode == "live")
 
 
+def open_for(s: ProduceSettings) -> Any:
+    """The sender for ``s``. With Event Hubs, the hub must exist (open_sender checks: Event
+    Hubs creates none on first use), and an event over its limit is refused before it is
+    sent."""
+    from ecomstream.producer.sender import SenderSettings, open_sender
+
+    sender = open_sender(
+        SenderSettings(
+            bootstrap_servers=s.bootstrap_servers,
+            topic=s.topic,
+            client=s.client,
+            linger_ms=s.linger_ms,
+            compression=s.compression,
+            delivery_timeout_s=s.delivery_timeout,
+            security=s.security,
+        )
+    )
+    if not s.security:
+        return sender
+    from ecomstream.producer.oversize import OversizeGuard
+
+    return OversizeGuard(sender, eventhubs.MAX_EVENT_BYTES)
+
+
 def _produce(args: argparse.Namespace) -> int:
     from ecomstream.producer.generator import OrderGenerator
     from ecomstream.producer.runner import run
-    from ecomstream.producer.sender import SenderSettings, open_sender
 
     s = settings_from_args(args)
     if s.summary_json is not None:
@@ -259,17 +296,7 @@ def _produce(args: argparse.Namespace) -> int:
         start_time=s.start_time,
         rate=s.rate,
     )
-    sender = open_sender(
-        SenderSettings(
-            bootstrap_servers=s.bootstrap_servers,
-            topic=s.topic,
-            client=s.client,
-            linger_ms=s.linger_ms,
-            compression=s.compression,
-            delivery_timeout_s=s.delivery_timeout,
-            security=s.security,
-        )
-    )
+    sender = open_for(s)
     try:
         summary = run(
             generator,

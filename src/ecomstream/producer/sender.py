@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ecomstream import eventhubs
 from ecomstream.errors import EcomstreamError, redact
 
 CLIENTS = ("kafka-python", "confluent")
 CONNECT_TIMEOUT_S = 10.0
-# The largest request a client sends: a 1 MiB value with its key and framing (the clients'
-# defaults, ~1 MB, refuse it before it leaves). The embedded broker takes the same
-# (broker.MAX_MESSAGE_BYTES); Event Hubs refuses an event over 1 MB, counted as failed.
+# The largest request a client sends to the local endpoint: a 1 MiB value with its key and
+# framing (the clients' defaults, ~1 MB, refuse it before it leaves). The embedded broker takes
+# the same (broker.MAX_MESSAGE_BYTES). Event Hubs has smaller limits: eventhubs.py.
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 DEFAULT_DELIVERY_TIMEOUT_S = 120.0
@@ -196,6 +197,8 @@ class KafkaPythonSender:
             "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
         }
         config.update(settings.security)
+        if settings.security:  # Event Hubs: its limits, not the local endpoint's
+            config.update(eventhubs.kafka_python_producer_config())
         _check_codec(settings.compression)
         try:
             self._producer = KafkaProducer(**config)
@@ -315,19 +318,8 @@ def _confluent_config(settings: SenderSettings) -> dict[str, Any]:
         # 0.40-0.42 CPU-s with every report against 0.43-0.59 with failures only.
         "delivery.report.only.error": False,
     }
-    sec = settings.security
-    if sec.get("security_protocol"):
-        config["security.protocol"] = sec["security_protocol"]
-    if sec.get("sasl_mechanism"):
-        config["sasl.mechanisms"] = sec["sasl_mechanism"]
-        config["sasl.username"] = sec["sasl_plain_username"]
-        config["sasl.password"] = sec["sasl_plain_password"]
-    if sec.get("ssl_cafile"):  # a CA to trust besides the system's (the local SASL_SSL proof)
-        config["ssl.ca.location"] = sec["ssl_cafile"]
-    if sec.get("request_timeout_ms"):
-        config["request.timeout.ms"] = sec["request_timeout_ms"]
-    if sec.get("connections_max_idle_ms"):
-        config["connections.max.idle.ms"] = sec["connections_max_idle_ms"]
+    if settings.security:  # Event Hubs: SASL_SSL and its limits, not the local endpoint's
+        config.update(eventhubs.librdkafka_config(settings.security))
     return config
 
 
@@ -593,5 +585,13 @@ def open_sender(settings: SenderSettings) -> Sender:
         raise EcomstreamError(
             f"--client must be one of {', '.join(CLIENTS)}, not {settings.client!r}"
         )
+    if settings.security:  # Event Hubs creates no hub on first use: a missing one is one line
+        try:
+            eventhubs.require_producer_hub(
+                settings.bootstrap_servers, settings.security, settings.topic
+            )
+        except EcomstreamError:
+            sender.close()
+            raise
     wait_until_writable(settings)
     return sender
