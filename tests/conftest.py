@@ -42,6 +42,7 @@ LONGEST_FIRST = (
     "unit/test_batch.py",
     "integration/test_cluster.py",
     "integration/test_broker_outage.py",
+    "integration/test_eventhubs_local.py",
     "integration/test_batch_memory.py",
     "integration/test_demo.py",
     "integration/test_pipeline.py",
