@@ -232,7 +232,7 @@ def _check(
     bronze = DeltaLog(data_dir / "bronze/orders")
 
     def drained() -> bool:
-        return pipeline_drained({"bronze/orders": bronze.refresh()}, pipe_log, len(on_topic))
+        return pipeline_drained({"bronze/orders": bronze.refresh()}, pipe_log, result.on_topic)
 
     if _until(drained, 600) is None:
         result.exact = "the pipeline did not catch up with the topic within 600 s"
