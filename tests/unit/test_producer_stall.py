@@ -199,3 +199,30 @@ def test_a_stall_with_the_broker_serving_moves_the_queue_to_a_new_client_once() 
         stall_stream=io.StringIO(),
     )  # fmt: skip
     assert away.recoveries == [] and summary.recovered == 0
+
+
+def test_kafka_python_flush_waits_for_the_callbacks_its_flush_leaves_running() -> None:
+    """kafka-python's flush returns once each batch's future is done; the records' callbacks
+    run after that on its I/O thread. The sender's flush waits for them (within its timeout)
+    instead of counting a record acknowledged a moment later as unconfirmed."""
+    import threading
+
+    from ecomstream.producer.sender import KafkaPythonSender
+
+    sender = KafkaPythonSender.__new__(KafkaPythonSender)
+    sender.sent, sender.failed, sender._acked = 3, 0, 2
+
+    class LateCallbacks:
+        def flush(self, timeout: float) -> None:
+            threading.Timer(0.2, sender._ok, args=(None,)).start()
+
+    sender._producer = LateCallbacks()  # type: ignore[assignment]
+    assert sender.flush(5) == 0 and sender.acknowledged == 3
+
+    class NoCallback:
+        def flush(self, timeout: float) -> None:
+            pass
+
+    sender._producer = NoCallback()  # type: ignore[assignment]
+    sender.sent = 4  # one that never comes back is still counted, once the timeout is spent
+    assert sender.flush(0.3) == 1
