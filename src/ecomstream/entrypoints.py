@@ -163,7 +163,7 @@ def run_layers(settings: Any, layers: Sequence[str], adapter_extra: dict[str, An
 
     from ecomstream import adapters
     from ecomstream.adapters.base import hook
-    from ecomstream.jobs import checkpoints, pipeline
+    from ecomstream.jobs import checkpoints, pipeline, staging
 
     unknown = [layer for layer in layers if layer not in LAYERS]
     if unknown:
@@ -174,7 +174,8 @@ def run_layers(settings: Any, layers: Sequence[str], adapter_extra: dict[str, An
     env = adapters.get(settings.profile, **{**settings.adapter_settings(), **adapter_extra})
     try:
         hook(env, "preflight")()
-        hook(env, "bind")(settings.topic, settings.window)
+        staging.refuse_unfinished(env)
+        hook(env, "bind")(settings.topic, settings.window, settings.categories)
         start = checkpoints.guard(env, settings)
         spark = env.spark()
         pipeline.ensure_tables(spark, env, settings)
