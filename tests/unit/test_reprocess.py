@@ -149,6 +149,12 @@ def test_rebuilt_tables_are_the_models(spark: Any, tmp_path: Path, options: dict
     assert sum(r.input_rows for r in rows if r.query == "bronze") == len(sent)
     (done,) = [r for r in rows if r.query == "reprocess"]
     assert (done.input_rows, done.silver_rows) == (len(sent), counts["silver"])
+    from ecomstream.demo.status import render_text
+    from ecomstream.status_cli import current
+
+    status, _ = current(env.data_dir)
+    assert status.silver_total == counts["silver"]
+    assert f"{len(sent)} bronze rows read" in render_text(status)
 
 
 def env_mark(env: LocalEnvironment, key: str) -> tuple[str, int] | None:

@@ -173,9 +173,10 @@ class LocalEnvironment(BaseEnvironment):
             raise EcomstreamError(
                 f"data dir {self.data_dir} is in use by {held}: stop it first, then run again"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"'ecomstream {holder}' (pid {os.getpid()})\n".encode())
         _HELD_LOCKS.append(fd)
+        with contextlib.suppress(OSError):  # the name is for messages; a full disk keeps it out
+            os.ftruncate(fd, 0)
+            os.write(fd, f"'ecomstream {holder}' (pid {os.getpid()})\n".encode())
 
     def kafka_end_offsets(self) -> dict[int, int] | None:
         from kafka import KafkaConsumer, TopicPartition
