@@ -266,3 +266,14 @@ def test_bad_settings_are_one_line(tmp_path: Path):
         run(ReprocessSettings(data_dir=tmp_path / "nowhere"))
     with pytest.raises(EcomstreamError, match="holds no bronze/orders"):
         run(ReprocessSettings(data_dir=tmp_path))
+
+
+def test_chunks_follow_partition_then_offset_and_share_a_chunk_across_partitions():
+    from ecomstream.jobs.reprocess import pack
+
+    # offsets 0-9 of partition 0, 5-7 of partition 1, four a chunk
+    assert pack([(0, 0, 9), (1, 5, 7)], 4) == [
+        [[0, 0, 4]], [[0, 4, 8]], [[0, 8, 10], [1, 5, 7]], [[1, 7, 8]],
+    ]  # fmt: skip
+    assert pack([(0, 0, 2), (1, 0, 2)], 100) == [[[0, 0, 3], [1, 0, 3]]]
+    assert pack([], 10) == []

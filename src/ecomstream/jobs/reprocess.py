@@ -24,8 +24,10 @@ middle of a checkpoint reset (finish those with ``ecomstream pipeline --once`` f
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
+import operator
 import os
 import sys
 import time
@@ -174,9 +176,11 @@ def bronze_version(table: TableRef, spark: SparkSession) -> int:
 
 def plan_chunks(
     table: TableRef, spark: SparkSession, version: int, chunk_rows: int
-) -> tuple[list[list[int]], int]:
-    """Kafka offset ranges ``[partition, first, end)`` covering bronze at ``version``, in
-    (partition, offset) order, each at most ``chunk_rows`` offsets; and bronze's row count."""
+) -> tuple[list[list[list[int]]], int]:
+    """Chunks covering bronze at ``version``, in (partition, offset) order: each a list of
+    Kafka offset ranges ``[partition, first, end)`` spanning ``chunk_rows`` offsets at most
+    (the tail of one partition and the head of the next share a chunk: as few Spark jobs as
+    the stream's batches); and bronze's row count."""
     local = table.local_path()
     if local is not None:
         from deltalake import DeltaTable
@@ -202,12 +206,27 @@ def plan_chunks(
         collected = agg.collect()
         found = [(int(r[0]), int(r[1]), int(r[2])) for r in collected]
         total = sum(int(r[3]) for r in collected)
-    chunks = [
-        [partition, start, min(start + chunk_rows, last + 1)]
-        for partition, first, last in sorted(found)
-        for start in range(first, last + 1, chunk_rows)
-    ]
-    return chunks, total
+    return pack(sorted(found), chunk_rows), total
+
+
+def pack(spans: list[tuple[int, int, int]], chunk_rows: int) -> list[list[list[int]]]:
+    """``(partition, first, last)`` offset spans, in order, cut into chunks of ranges."""
+    chunks: list[list[list[int]]] = []
+    current: list[list[int]] = []
+    room = chunk_rows
+    for partition, first, last in spans:
+        start = first
+        while start <= last:
+            end = min(start + room, last + 1)
+            current.append([partition, start, end])
+            room -= end - start
+            start = end
+            if room == 0:
+                chunks.append(current)
+                current, room = [], chunk_rows
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def kafka_records(bronze: DataFrame) -> DataFrame:
@@ -260,14 +279,16 @@ def stage(
     bronze = bronze_at(env.table(BRONZE), spark, int(state["bronze_version"]))
     done: dict[str, Any] = state.setdefault("done", {})
     try:
-        for i, (partition, start, end) in enumerate(state["chunks"]):
+        for i, ranges in enumerate(state["chunks"]):
             if str(i) in done:
                 continue
-            rows = bronze.where(
+            within = [
                 (F.col("kafka_partition") == partition)
                 & (F.col("kafka_offset") >= start)
                 & (F.col("kafka_offset") < end)
-            )
+                for partition, start, end in ranges
+            ]
+            rows = bronze.where(functools.reduce(operator.or_, within))
             figures = batch.process(kafka_records(rows), i)
             newest = figures.newest_event
             done[str(i)] = {
@@ -311,7 +332,10 @@ class Rebuild:
         for key in REBUILT:
             table = self.env.table(key)
             if not staging.switched_by(table, spark, state["id"]):
+                since = time.monotonic()
                 staging.overwrite(table, staged.table(key), spark, note)
+                ms = int((time.monotonic() - since) * 1000)
+                log.info(json.dumps({"event": "reprocess_switch", "table": key, "ms": ms}))
                 crash_point(f"switch/{key}", 0)
         self._save(state)  # the seconds spent so far, all runs of this reprocess together
         figures = summary(staged, spark, state)
