@@ -51,7 +51,7 @@ WINDOW = "5 minutes"
 REBUILT = ("silver/orders", "silver/quarantine", "gold/category_sales", "gold/location_sales")
 
 
-def _timed(cmd: list[str], log: Path, sampler: RssSampler, label: str) -> tuple[float, int]:
+def _timed(cmd: list[str], log: Path, sampler: RssSampler, label: str) -> tuple[float, int, str]:
     since = time.time()
     t0 = time.perf_counter()
     proc = spawn(cmd, log)
@@ -63,7 +63,8 @@ def _timed(cmd: list[str], log: Path, sampler: RssSampler, label: str) -> tuple[
     if rc != 0:
         tail = log.read_text(errors="replace")[-1500:]
         raise SystemExit(f"{shlex.join(cmd)} exited with {rc}; {log}:\n{tail}")
-    return seconds, sampler.peak(since, time.time())
+    until = time.time()
+    return seconds, sampler.peak(since, until), sampler.memory_text(since, until)
 
 
 def count(table: Path) -> int:
@@ -122,14 +123,20 @@ def main(argv: list[str] | None = None) -> int:
 
         data = work / "pipeline" / "data"
         cmd = pipeline_cmd(bootstrap, topic, data, once=True, max_offsets=chunk)
-        pl_s, pl_rss = _timed(cmd, work / "pipeline" / "run.log", sampler, "pipeline")
+        pl_s, pl_rss, pl_mem = _timed(cmd, work / "pipeline" / "run.log", sampler, "pipeline")
         print(f"pipeline --once: {pl_s:.1f}s, peak RSS {pl_rss / GIB:.2f} GiB", flush=True)
         before = {k: count(data / k) for k in ("bronze/orders", *REBUILT)}
         log = work / "reprocess.log"
-        rp_s, rp_rss = _timed(reprocess_cmd(data, WINDOW, chunk), log, sampler, "reprocess")
+        rp_s, rp_rss, rp_mem = _timed(reprocess_cmd(data, WINDOW, chunk), log, sampler, "reprocess")
         print(f"reprocess: {rp_s:.1f}s, peak RSS {rp_rss / GIB:.2f} GiB", flush=True)
         after = {k: count(data / k) for k in REBUILT}
         figures_line = (json_lines(log, "reprocess") or [{}])[-1]
+        switches = {j["table"]: j["ms"] for j in json_lines(log, "reprocess_switch")}
+        chunks = [(j["batch_id"], j["read"]) for j in json_lines(log, "batch_phases")]
+        batches = [
+            (j["batch_id"], j["read"])
+            for j in json_lines(work / "pipeline" / "run.log", "batch_phases")
+        ]
         verified = None
         if args.verify:
             other = work / "verify" / "data"
@@ -157,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{rp_rss / GIB:.2f} GiB (target <= {TARGET_RSS_GIB} GiB): {'met' if ok else 'NOT met'}",
         flush=True,
     )
+    print(f"memory, pipeline run: {pl_mem}; reprocess run: {rp_mem}")
     print(f"rows before {before}; after {after}")
     figures = {
         "events": n,
@@ -167,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": ratio,
         "pipeline_peak_rss_gib": pl_rss / GIB,
         "reprocess_peak_rss_gib": rp_rss / GIB,
+        "pipeline_memory": pl_mem,
+        "reprocess_memory": rp_mem,
+        "switches_ms": switches,
         "before": before,
         "after": after,
         "reprocess_line": figures_line,
@@ -198,14 +209,19 @@ Command: `{cmd_text} --write-doc`. {n:,} events ({args.fault_rate:.0%} faults, s
 JVM, timed from spawn to exit (start-up included in both), batches / chunks of {chunk:,}
 records.
 
-| run | seconds | peak RSS (GiB, process tree) |
+| run | seconds | peak RSS (GiB, the stack) |
 | --- | --- | --- |
 | `pipeline --once` from Kafka, 1-minute windows | {pl_s:.1f} | {pl_rss / GIB:.2f} |
 | `reprocess --window "{WINDOW}"` from bronze | {rp_s:.1f} | {rp_rss / GIB:.2f} |
 
+The stack's memory (the broker stays up during both), pipeline run: {pl_mem}; reprocess run:
+{rp_mem}. Spark job per batch (id, ms), pipeline: {batches}; reprocess chunks: {chunks}.
+Switch commits (ms): {switches}.
+
 Ratio pipeline / reprocess: **{ratio:.2f}x** (target >= {TARGET_RATIO}x); peak RSS of the
-reprocess {rp_rss / GIB:.2f} GiB (target <= {TARGET_RSS_GIB} GiB; the stack's peak
-{peak:.2f} GiB). Load average {load_start} at the start, {load_end} at the end.
+reprocess {rp_rss / GIB:.2f} GiB with the broker's (target <= {TARGET_RSS_GIB} GiB; the
+stack's peak over both runs {peak:.2f} GiB). Load average {load_start} at the start,
+{load_end} at the end.
 
 | table | rows before (1 minute) | rows after ({WINDOW}) |
 | --- | --- | --- |

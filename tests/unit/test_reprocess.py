@@ -172,6 +172,7 @@ POINTS = (
     "silver/orders:1",  # staging: chunk 1's silver committed, its gold not necessarily
     "staged",  # every chunk staged, no table switched
     "switch/silver/orders",  # the switch half done: quarantine and silver new, gold old
+    "moved/gold/category_sales",  # its staged files moved into the table, not yet committed
     "switch/metrics/pipeline_batches",  # every table switched, the binding not yet written
     "binding",  # the binding written, the staging area still there
 )

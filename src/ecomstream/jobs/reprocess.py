@@ -319,26 +319,30 @@ class Rebuild:
 
         state = self._state()
         root = f"{staging.files(self.env).root}/run-{state['id']}"
-        if state["phase"] == "staging":
-            stage(self.env, self.settings, self.binding["topic"], root, state, self._saver(state))
-            crash_point("staged", 0)
-            state["phase"] = "switching"
-            self._save(state)
         from ecomstream.jobs.reprocess_report import metrics_rows, summary
 
         spark = self.env.spark()
+        if state["phase"] == "staging":
+            staged = stage(
+                self.env, self.settings, self.binding["topic"], root, state, self._saver(state)
+            )
+            # counted now: a switch moves the staged files into the tables
+            state["figures"] = summary(staged, spark, state)
+            crash_point("staged", 0)
+            state["phase"] = "switching"
+            self._save(state)
         staged = staging.StagingEnvironment(self.env, root)
         note = staging.commit_note(state["writer"], state["batch"], self._run_note(state))
         for key in REBUILT:
             table = self.env.table(key)
             if not staging.switched_by(table, spark, state["id"]):
                 since = time.monotonic()
-                staging.overwrite(table, staged.table(key), spark, note)
+                staging.overwrite(table, staged.table(key), spark, note, key)
                 ms = int((time.monotonic() - since) * 1000)
                 log.info(json.dumps({"event": "reprocess_switch", "table": key, "ms": ms}))
                 crash_point(f"switch/{key}", 0)
         self._save(state)  # the seconds spent so far, all runs of this reprocess together
-        figures = summary(staged, spark, state)
+        figures = {**state["figures"], "seconds": state["seconds"]}
         metrics = self.env.table(METRICS)
         if not staging.switched_by(metrics, spark, state["id"]):
             rows = metrics_rows(metrics, spark, state, figures)

@@ -16,8 +16,10 @@ run id; until then ``state.json`` exists and the pipeline refuses to start
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from ecomstream.adapters.base import BaseEnvironment, Environment, TableRef
 from ecomstream.errors import EcomstreamError
@@ -126,23 +128,77 @@ def switched_by(table: TableRef, spark: SparkSession, run_id: str) -> bool:
     return isinstance(run, dict) and run.get("id") == run_id
 
 
-def overwrite(table: TableRef, source: TableRef, spark: SparkSession, note: str) -> None:
-    """Replace every row of ``table`` by the rows of ``source`` in one commit."""
+def overwrite(
+    table: TableRef, source: TableRef, spark: SparkSession, note: str, key: str = ""
+) -> None:
+    """Replace every row of ``table`` by the rows of ``source`` in one commit.
+
+    Two local tables on one filesystem: the staged table's data files move into the table's
+    folder (a rename each: no row is read or written again) and one commit removes every old
+    file and adds them, with the staged commits' own statistics. A file a commit does not name
+    is no part of a Delta table, so until that commit readers see the old rows only; a rerun
+    after a death between the renames and the commit finds the files moved and commits them.
+    Elsewhere Spark copies the rows in an overwrite (also one commit)."""
     local, staged = table.local_path(), source.local_path()
     if local is not None and staged is not None:
-        from deltalake import CommitProperties, DeltaTable, write_deltalake
-
-        target = DeltaTable(local)
-        write_deltalake(
-            target,
-            _batches(staged, target),
-            mode="overwrite",
-            partition_by=target.metadata().partition_columns or None,
-            commit_properties=CommitProperties(custom_metadata={"userMetadata": note}),
-        )
+        adopt(Path(local), Path(staged), note, key)
         return
     df = source.read(spark)
     table.save(df.write.format("delta").mode("overwrite").option("userMetadata", note))
+
+
+def adopt(target: Path, staged: Path, note: str, key: str = "") -> None:
+    from deltalake import CommitProperties, DeltaTable
+    from deltalake.transaction import AddAction, RemoveAction
+
+    from ecomstream.jobs.batch import crash_point
+
+    actions: list[AddAction | RemoveAction] = []
+    for add in live_files(staged):
+        relative = unquote(add["path"])
+        source, moved = staged / relative, target / relative
+        if source.exists():
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, moved)
+        elif not moved.exists():
+            raise EcomstreamError(
+                f"staged file {source} is gone: remove {staged.parent.parent} and reprocess again"
+            )
+        actions.append(
+            AddAction(
+                path=add["path"],
+                size=int(add["size"]),
+                partition_values=add.get("partitionValues") or {},
+                modification_time=int(add["modificationTime"]),
+                data_change=True,
+                stats=add.get("stats") or "{}",
+            )
+        )
+    crash_point(f"moved/{key}", 0)  # test hook: the files moved, not yet committed
+    delta = DeltaTable(str(target))
+    delta.create_write_transaction(
+        actions,
+        mode="overwrite",
+        schema=delta.schema(),
+        partition_by=delta.metadata().partition_columns or None,
+        commit_properties=CommitProperties(custom_metadata={"userMetadata": note}),
+    )
+
+
+def live_files(table: Path) -> list[dict[str, Any]]:
+    """The add actions of a staged table's files, from its JSON commits (a staged table is
+    new: every commit is still there)."""
+    live: dict[str, dict[str, Any]] = {}
+    for commit in sorted((table / "_delta_log").glob("*.json")):
+        for line in commit.read_text().splitlines():
+            if not line.strip():
+                continue
+            action = json.loads(line)
+            if "add" in action:
+                live[action["add"]["path"]] = action["add"]
+            elif "remove" in action:
+                live.pop(action["remove"]["path"], None)
+    return list(live.values())
 
 
 def overwrite_rows(table: TableRef, rows: pa.Table, spark: SparkSession, note: str) -> None:
@@ -168,22 +224,6 @@ def _arrow_schema(delta: Any) -> pa.Schema:
     import pyarrow as pa
 
     return pa.schema(delta.schema().to_arrow())
-
-
-def _batches(staged: str, target: Any) -> pa.RecordBatchReader:
-    """The staged table's rows in the target's Arrow types, streamed a batch at a time (a
-    table of millions of rows is never whole in memory)."""
-    import pyarrow as pa
-    from deltalake import DeltaTable
-
-    schema = _arrow_schema(target)
-    scanner = DeltaTable(staged).to_pyarrow_dataset().scanner(columns=schema.names)
-
-    def cast() -> Iterator[pa.RecordBatch]:
-        for batch in scanner.to_batches():
-            yield batch.cast(schema)
-
-    return pa.RecordBatchReader.from_batches(schema, cast())
 
 
 def remove_tree(root: str, spark: SparkSession | None = None) -> None:
