@@ -278,3 +278,23 @@ def test_chunks_follow_partition_then_offset_and_share_a_chunk_across_partitions
     ]  # fmt: skip
     assert pack([(0, 0, 2), (1, 0, 2)], 100) == [[[0, 0, 3], [1, 0, 3]]]
     assert pack([], 10) == []
+
+
+def test_an_empty_bronze_only_changes_the_binding(spark: Any, tmp_path: Path):
+    data_dir = tmp_path / "d"
+    data_dir.mkdir()
+    env = environment(spark, data_dir)
+    settings = PipelineSettings(topic=TOPIC, data_dir=data_dir, bootstrap_servers="x:1")
+    env.bind(TOPIC, settings.window, settings.categories)
+    pipeline.ensure_tables(spark, env, settings)
+    before = listing(data_dir / "silver")
+    assert reprocess(env, window="5 minutes", categories=WITH_CARS) == 0
+    binding = json.loads((data_dir / "_ecomstream.json").read_text())
+    assert (binding["window"], binding["categories"]) == ("5 minutes", list(WITH_CARS))
+    assert listing(data_dir / "silver") == before
+    # and the pipeline's own check now takes the new settings, refuses the old ones
+    env.bind(TOPIC, "5 minutes", WITH_CARS)
+    with pytest.raises(EcomstreamError, match="catalogue"):
+        env.bind(TOPIC, "5 minutes", DEFAULT_CATEGORIES)
+    with pytest.raises(EcomstreamError, match="gold windows of '5 minutes'"):
+        env.bind(TOPIC, "1 minute", WITH_CARS)

@@ -317,6 +317,8 @@ class Rebuild:
     def run(self) -> int:
         from ecomstream.jobs.batch import crash_point
 
+        if self._nothing_to_rebuild():
+            return 0
         state = self._state()
         root = f"{staging.files(self.env).root}/run-{state['id']}"
         from ecomstream.jobs.reprocess_report import metrics_rows, summary
@@ -348,19 +350,38 @@ class Rebuild:
             rows = metrics_rows(metrics, spark, state, figures)
             staging.overwrite_rows(metrics, rows, spark, note)
             crash_point(f"switch/{METRICS}", 0)
-        write_binding(
-            self.env,
-            {
-                **self.binding,
-                "window": self.settings.window,
-                "categories": list(self.settings.categories),
-                "reprocessed_at": time.time(),
-            },
-        )
+        self._rebind()
         crash_point("binding", 0)
         staging.remove_tree(staging.files(self.env).root, spark)
         self._report(state, figures)
         return 0
+
+    def _nothing_to_rebuild(self) -> bool:
+        """Bronze holds no record (a pipeline that started on an empty topic): the tables are
+        empty under any settings, so only the binding changes."""
+        from ecomstream.jobs.checkpoint_state import table_state
+
+        if staging.read_state(self.env) is not None:
+            return False
+        bronze = table_state(self.env, BRONZE, self.env.spark)
+        if bronze.mark is not None or bronze.version > 0:
+            return False
+        self._rebind()
+        print(
+            f"bronze holds no records: nothing to rebuild; the data dir now records window "
+            f"{self.settings.window} and {len(self.settings.categories)} categories",
+            flush=True,
+        )
+        return True
+
+    def _rebind(self) -> None:
+        binding = {
+            **self.binding,
+            "window": self.settings.window,
+            "categories": list(self.settings.categories),
+            "reprocessed_at": time.time(),
+        }
+        write_binding(self.env, binding)
 
     # -- the state file ----------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
