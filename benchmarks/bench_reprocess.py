@@ -25,6 +25,7 @@ import argparse
 import json
 import shlex
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-rate", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--verify", action="store_true", help="a third run to compare with")
+    parser.add_argument("--rounds", type=int, default=1, help="pairs of runs, medians taken")
     add_common_options(parser)
     args = parser.parse_args(argv)
 
@@ -121,21 +123,31 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"topic: {n:,} events in {time.perf_counter() - t0:.1f}s", flush=True)
 
-        data = work / "pipeline" / "data"
-        cmd = pipeline_cmd(bootstrap, topic, data, once=True, max_offsets=chunk)
-        pl_s, pl_rss, pl_mem = _timed(cmd, work / "pipeline" / "run.log", sampler, "pipeline")
-        print(f"pipeline --once: {pl_s:.1f}s, peak RSS {pl_rss / GIB:.2f} GiB", flush=True)
-        before = {k: count(data / k) for k in ("bronze/orders", *REBUILT)}
-        log = work / "reprocess.log"
-        rp_s, rp_rss, rp_mem = _timed(reprocess_cmd(data, WINDOW, chunk), log, sampler, "reprocess")
-        print(f"reprocess: {rp_s:.1f}s, peak RSS {rp_rss / GIB:.2f} GiB", flush=True)
-        after = {k: count(data / k) for k in REBUILT}
+        # rounds alternate (pipeline, reprocess of its data dir), each pipeline into a new
+        # data dir: on a shared machine a single pair measures the neighbours as much as us
+        pl_runs: list[tuple[float, int, str]] = []
+        rp_runs: list[tuple[float, int, str]] = []
+        for r in range(args.rounds):
+            data = work / f"pipeline-{r}" / "data"
+            cmd = pipeline_cmd(bootstrap, topic, data, once=True, max_offsets=chunk)
+            pl_runs.append(_timed(cmd, work / f"pipeline-{r}" / "run.log", sampler, "pipeline"))
+            print(f"round {r}: pipeline --once {pl_runs[-1][0]:.1f}s", flush=True)
+            before = {k: count(data / k) for k in ("bronze/orders", *REBUILT)}
+            log = work / f"reprocess-{r}.log"
+            cmd = reprocess_cmd(data, WINDOW, chunk)
+            rp_runs.append(_timed(cmd, log, sampler, "reprocess"))
+            print(f"round {r}: reprocess {rp_runs[-1][0]:.1f}s", flush=True)
+            after = {k: count(data / k) for k in REBUILT}
+        pl_s = statistics.median(s for s, _, _ in pl_runs)
+        rp_s = statistics.median(s for s, _, _ in rp_runs)
+        pl_rss, pl_mem = max((r, m) for _, r, m in pl_runs)
+        rp_rss, rp_mem = max((r, m) for _, r, m in rp_runs)
         figures_line = (json_lines(log, "reprocess") or [{}])[-1]
         switches = {j["table"]: j["ms"] for j in json_lines(log, "reprocess_switch")}
         chunks = [(j["batch_id"], j["read"]) for j in json_lines(log, "batch_phases")]
         batches = [
             (j["batch_id"], j["read"])
-            for j in json_lines(work / "pipeline" / "run.log", "batch_phases")
+            for j in json_lines(work / f"pipeline-{r}" / "run.log", "batch_phases")
         ]
         verified = None
         if args.verify:
@@ -172,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         "chunk_rows": chunk,
         "pipeline_s": pl_s,
         "reprocess_s": rp_s,
+        "pipeline_runs_s": [s for s, _, _ in pl_runs],
+        "reprocess_runs_s": [s for s, _, _ in rp_runs],
         "ratio": ratio,
         "pipeline_peak_rss_gib": pl_rss / GIB,
         "reprocess_peak_rss_gib": rp_rss / GIB,
@@ -193,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
             cmd_text += f" --max-offsets-per-trigger {chunk}"
         if args.verify:
             cmd_text += " --verify"
+        if args.rounds != 1:
+            cmd_text += f" --rounds {args.rounds}"
+        runs = (
+            f"Rounds (pipeline, reprocess seconds): "
+            f"{[(round(a[0], 1), round(b[0], 1)) for a, b in zip(pl_runs, rp_runs, strict=True)]}; "
+            "medians below."
+        )
         check = {
             None: "not checked (no `--verify`)",
             True: f'equal to a new `pipeline --once --window "{WINDOW}"`\'s',
@@ -207,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 Command: `{cmd_text} --write-doc`. {n:,} events ({args.fault_rate:.0%} faults, seed
 {args.seed}) on a two-partition topic of the embedded broker; each run its own process and
 JVM, timed from spawn to exit (start-up included in both), batches / chunks of {chunk:,}
-records.
+records. {runs}
 
 | run | seconds | peak RSS (GiB, the stack) |
 | --- | --- | --- |
