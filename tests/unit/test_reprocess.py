@@ -270,7 +270,7 @@ def test_bad_settings_are_one_line(tmp_path: Path):
 
 
 def test_chunks_follow_partition_then_offset_and_share_a_chunk_across_partitions():
-    from ecomstream.jobs.reprocess import pack
+    from ecomstream.jobs.rebuild import pack
 
     # offsets 0-9 of partition 0, 5-7 of partition 1, four a chunk
     assert pack([(0, 0, 9), (1, 5, 7)], 4) == [

@@ -24,10 +24,8 @@ middle of a checkpoint reset (finish those with ``ecomstream pipeline --once`` f
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import logging
-import operator
 import os
 import sys
 import time
@@ -36,25 +34,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ecomstream.adapters.base import Environment, TableRef, hook
+from ecomstream.adapters.base import Environment, hook
 from ecomstream.catalogue import DEFAULT_CATEGORIES
 from ecomstream.errors import EcomstreamError
 from ecomstream.jobs import staging
+from ecomstream.jobs.rebuild import BRONZE, REBUILT, bronze_version, plan_chunks, stage
 from ecomstream.jobs.settings import DEFAULT_MAX_OFFSETS_PER_TRIGGER, PROFILES, PipelineSettings
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    pass
 
 log = logging.getLogger("ecomstream.pipeline")
-BRONZE = "bronze/orders"
 METRICS = "metrics/pipeline_batches"
-# the tables a reprocess rebuilds, in the order they switch (metrics last, then the binding)
-REBUILT: tuple[str, ...] = (
-    "silver/quarantine",
-    "silver/orders",
-    "gold/category_sales",
-    "gold/location_sales",
-)
 BINDING_FILE = "_ecomstream.json"
 # what a reprocess never contacts; the local adapter wants a broker address all the same
 NO_BROKER = "reprocess-reads-no-kafka:0"
@@ -70,6 +61,7 @@ class ReprocessSettings:
     chunk_rows: int = DEFAULT_MAX_OFFSETS_PER_TRIGGER
     master: str | None = None
     spark_conf: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    shared_data_dir: bool = False
     # what the databricks adapter needs beyond the above (catalog, schema, ...)
     adapter_extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
@@ -97,6 +89,7 @@ class ReprocessSettings:
             categories=self.categories,
             master=self.master,
             spark_conf=self.spark_conf,
+            shared_data_dir=self.shared_data_dir,
         )
 
 
@@ -159,152 +152,6 @@ def write_binding(env: Environment, binding: dict[str, Any]) -> None:
     Files(staging.state_root(env), env.spark).write(BINDING_FILE, json.dumps(binding, indent=2))
 
 
-def bronze_at(table: TableRef, spark: SparkSession, version: int) -> DataFrame:
-    reader = spark.read.format("delta").option("versionAsOf", version)
-    return reader.load(table.path) if table.path is not None else reader.table(str(table.name))
-
-
-def bronze_version(table: TableRef, spark: SparkSession) -> int:
-    local = table.local_path()
-    if local is not None:
-        from deltalake import DeltaTable
-
-        return int(DeltaTable(local).version())
-    rows = table.delta_table(spark).history(1).select("version").collect()
-    return int(rows[0]["version"])
-
-
-def plan_chunks(
-    table: TableRef, spark: SparkSession, version: int, chunk_rows: int
-) -> tuple[list[list[list[int]]], int]:
-    """Chunks covering bronze at ``version``, in (partition, offset) order: each a list of
-    Kafka offset ranges ``[partition, first, end)`` spanning ``chunk_rows`` offsets at most
-    (the tail of one partition and the head of the next share a chunk: as few Spark jobs as
-    the stream's batches); and bronze's row count."""
-    local = table.local_path()
-    if local is not None:
-        from deltalake import DeltaTable
-
-        rows = DeltaTable(local, version=version).to_pyarrow_table(
-            columns=["kafka_partition", "kafka_offset"]
-        )
-        spans = rows.group_by("kafka_partition").aggregate(
-            [("kafka_offset", "min"), ("kafka_offset", "max")]
-        )
-        found = [
-            (int(r["kafka_partition"]), int(r["kafka_offset_min"]), int(r["kafka_offset_max"]))
-            for r in spans.to_pylist()
-        ]
-        total = rows.num_rows
-    else:
-        from pyspark.sql import functions as F
-
-        df = bronze_at(table, spark, version)
-        agg = df.groupBy("kafka_partition").agg(
-            F.min("kafka_offset").alias("lo"), F.max("kafka_offset").alias("hi"), F.count("*")
-        )
-        collected = agg.collect()
-        found = [(int(r[0]), int(r[1]), int(r[2])) for r in collected]
-        total = sum(int(r[3]) for r in collected)
-    return pack(sorted(found), chunk_rows), total
-
-
-def pack(spans: list[tuple[int, int, int]], chunk_rows: int) -> list[list[list[int]]]:
-    """``(partition, first, last)`` offset spans, in order, cut into chunks of ranges."""
-    chunks: list[list[list[int]]] = []
-    current: list[list[int]] = []
-    room = chunk_rows
-    for partition, first, last in spans:
-        start = first
-        while start <= last:
-            end = min(start + room, last + 1)
-            current.append([partition, start, end])
-            room -= end - start
-            start = end
-            if room == 0:
-                chunks.append(current)
-                current, room = [], chunk_rows
-    if current:
-        chunks.append(current)
-    return chunks
-
-
-def kafka_records(bronze: DataFrame) -> DataFrame:
-    """Bronze rows as the Kafka source gives records: the payload byte for byte (``raw_bytes``
-    when it was not UTF-8, else ``raw_value``'s bytes), key, coordinates, time; plus when the
-    record was first ingested, which bronze keeps."""
-    from pyspark.sql import functions as F
-
-    return bronze.select(
-        F.col("kafka_key").cast("binary").alias("key"),
-        F.coalesce(F.col("raw_bytes"), F.col("raw_value").cast("binary")).alias("value"),
-        F.col("kafka_topic").alias("topic"),
-        F.col("kafka_partition").alias("partition"),
-        F.col("kafka_offset").alias("offset"),
-        F.col("kafka_timestamp").alias("timestamp"),
-        F.lit(0).alias("timestampType"),
-        F.col("ingested_at"),
-    )
-
-
-def stage(
-    env: Environment,
-    settings: ReprocessSettings,
-    topic: str,
-    root: str,
-    state: dict[str, Any],
-    save: Any = None,
-) -> staging.StagingEnvironment:
-    """Build the rebuilt tables under ``root``: each chunk of bronze through the stream's batch,
-    in order; chunks ``state["done"]`` lists are skipped (a rerun), each new one is added."""
-    from pyspark.sql import functions as F
-
-    from ecomstream.jobs.batch import MedallionBatch
-    from ecomstream.jobs.pipeline import (
-        PARTITION_COLUMNS,
-        TABLE_PROPERTIES,
-        declared_schemas,
-        lenient,
-    )
-
-    spark = env.spark()
-    staged = staging.StagingEnvironment(env, root)
-    schemas = declared_schemas()
-    for key in REBUILT:
-        staged.table(key).create_if_missing(
-            spark, lenient(schemas[key]), TABLE_PROPERTIES.get(key), PARTITION_COLUMNS.get(key, ())
-        )
-    pipeline_settings = settings.pipeline_settings(topic)
-    batch = MedallionBatch(staged, pipeline_settings, f"reprocess-{state['id']}", REBUILT)
-    bronze = bronze_at(env.table(BRONZE), spark, int(state["bronze_version"]))
-    done: dict[str, Any] = state.setdefault("done", {})
-    try:
-        for i, ranges in enumerate(state["chunks"]):
-            if str(i) in done:
-                continue
-            within = [
-                (F.col("kafka_partition") == partition)
-                & (F.col("kafka_offset") >= start)
-                & (F.col("kafka_offset") < end)
-                for partition, start, end in ranges
-            ]
-            rows = bronze.where(functools.reduce(operator.or_, within))
-            figures = batch.process(kafka_records(rows), i)
-            newest = figures.newest_event
-            done[str(i)] = {
-                "rows": figures.rows,
-                "quarantined": figures.quarantined,
-                "inserted": figures.inserted,
-                "reasons": figures.reasons,
-                "newest_event": newest.isoformat() if newest is not None else None,
-            }
-            if save is not None:
-                save()
-    finally:
-        batch.close()
-    return staged
-
-
 class Rebuild:
     """One reprocess of a data dir: plan, stage, switch, record; resumable at every step."""
 
@@ -325,9 +172,8 @@ class Rebuild:
 
         spark = self.env.spark()
         if state["phase"] == "staging":
-            staged = stage(
-                self.env, self.settings, self.binding["topic"], root, state, self._saver(state)
-            )
+            settings = self.settings.pipeline_settings(self.binding["topic"])
+            staged = stage(self.env, settings, root, state, self._saver(state))
             # counted now: a switch moves the staged files into the tables
             state["figures"] = summary(staged, spark, state)
             crash_point("staged", 0)
@@ -400,7 +246,9 @@ class Rebuild:
                     f"{','.join(held['categories'] or [])}) was switching tables when it "
                     "stopped: run 'ecomstream reprocess' with those settings to finish it first"
                 )
-            staging.remove_tree(staging.files(self.env).root, self.env.spark())
+        # a new reprocess: an unfinished one with other settings that had switched nothing,
+        # or what a finished one could not remove any more, goes
+        staging.remove_tree(staging.files(self.env).root, self.env.spark())
         self._refuse_unsettled()
         spark = self.env.spark()
         bronze = self.env.table(BRONZE)

@@ -71,6 +71,7 @@ def _reprocess(args: argparse.Namespace) -> int:
         chunk_rows=args.chunk_rows,
         master=args.master,
         spark_conf=spark_conf(args),
+        shared_data_dir=args.shared_data_dir,
         **categories(args.categories),
     )
     with native_stderr_to(cache_dir() / "native.log"):

@@ -44,7 +44,7 @@ def summary(
     staged: staging.StagingEnvironment, spark: SparkSession, state: dict[str, Any]
 ) -> dict[str, Any]:
     """The reprocess's figures: rows read, rows per rebuilt table, reasons, duplicates."""
-    from ecomstream.jobs.reprocess import REBUILT
+    from ecomstream.jobs.rebuild import REBUILT
 
     done = list(state.get("done", {}).values())
     reasons: dict[str, int] = {}
@@ -131,13 +131,7 @@ def _naive(value: Any) -> Any:
 def dry_run(env: Environment, settings: ReprocessSettings, binding: dict[str, Any]) -> int:
     """Rebuild into a scratch folder outside the data dir, print per table the rows now and
     after, and the gold windows that would change; write nothing to the data dir."""
-    from ecomstream.jobs.reprocess import (
-        BRONZE,
-        REBUILT,
-        bronze_version,
-        plan_chunks,
-        stage,
-    )
+    from ecomstream.jobs.rebuild import BRONZE, REBUILT, bronze_version, plan_chunks, stage
 
     spark = env.spark()
     bronze = env.table(BRONZE)
@@ -150,7 +144,7 @@ def dry_run(env: Environment, settings: ReprocessSettings, binding: dict[str, An
     else:
         root = f"{staging.files(env).root}/dry-run-{run_id}"
     try:
-        staged = stage(env, settings, str(binding["topic"]), root, state)
+        staged = stage(env, settings.pipeline_settings(str(binding["topic"])), root, state)
         out = [
             f"dry run: {rows} bronze rows; window {binding.get('window')} -> {settings.window}; "
             f"catalogue {_catalogue_change(binding.get('categories'), settings.categories)}",
