@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--verify", action="store_true", help="a third run to compare with")
     parser.add_argument("--rounds", type=int, default=1, help="pairs of runs, medians taken")
+    parser.add_argument("--partitions", type=int, default=2, help="of the topic")
     add_common_options(parser)
     args = parser.parse_args(argv)
 
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             sampler.add(info.pid, "broker")
         sampler.start()
         topic = f"bench-reprocess-{int(time.time())}"
-        create_topic(bootstrap, topic)
+        create_topic(bootstrap, topic, args.partitions)
         t0 = time.perf_counter()
         produce(
             producer_cmd(
@@ -226,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             "reprocess",
             f"""
 Command: `{cmd_text} --write-doc`. {n:,} events ({args.fault_rate:.0%} faults, seed
-{args.seed}) on a two-partition topic of the embedded broker; each run its own process and
-JVM, timed from spawn to exit (start-up included in both), batches / chunks of {chunk:,}
-records. {runs}
+{args.seed}) on a topic of {args.partitions} partitions on the embedded broker; each run
+its own process and JVM, timed from spawn to exit (start-up included in both), batches /
+chunks of {chunk:,} records. {runs}
 
 | run | seconds | peak RSS (GiB, the stack) |
 | --- | --- | --- |

@@ -104,12 +104,13 @@ def pack(spans: list[tuple[int, int, int]], chunk_rows: int) -> list[list[list[i
 
 def kafka_records(bronze: DataFrame) -> DataFrame:
     """Bronze rows as the Kafka source gives records: the payload byte for byte (``raw_bytes``
-    when it was not UTF-8, else ``raw_value``'s bytes), key, coordinates, time; plus when the
+    when it was not UTF-8, else ``raw_value``'s bytes), coordinates, time; plus when the
     record was first ingested, which bronze keeps."""
     from pyspark.sql import functions as F
 
     return bronze.select(
-        F.col("kafka_key").cast("binary").alias("key"),
+        # the key reaches no table but bronze, which a reprocess does not write: not read
+        F.lit(None).cast("binary").alias("key"),
         F.coalesce(F.col("raw_bytes"), F.col("raw_value").cast("binary")).alias("value"),
         F.col("kafka_topic").alias("topic"),
         F.col("kafka_partition").alias("partition"),
