@@ -47,6 +47,8 @@ LONGEST_FIRST = (
     "integration/test_demo.py",
     "integration/test_pipeline.py",
     "integration/test_crash_negative.py",
+    "integration/test_reprocess.py",
+    "unit/test_reprocess.py",
 )
 
 

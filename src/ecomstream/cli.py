@@ -23,6 +23,7 @@ COMMAND_MODULES = {
     "spark": "ecomstream.spark_cli",
     "produce": "ecomstream.producer.cli",
     "pipeline": "ecomstream.jobs.cli",
+    "reprocess": "ecomstream.jobs.reprocess_cli",
     "status": "ecomstream.status_cli",
     "demo": "ecomstream.demo.cli",
 }

@@ -163,7 +163,7 @@ def run_layers(settings: Any, layers: Sequence[str], adapter_extra: dict[str, An
 
     from ecomstream import adapters
     from ecomstream.adapters.base import hook
-    from ecomstream.jobs import checkpoints, pipeline
+    from ecomstream.jobs import checkpoints, pipeline, staging
 
     unknown = [layer for layer in layers if layer not in LAYERS]
     if unknown:
@@ -174,7 +174,8 @@ def run_layers(settings: Any, layers: Sequence[str], adapter_extra: dict[str, An
     env = adapters.get(settings.profile, **{**settings.adapter_settings(), **adapter_extra})
     try:
         hook(env, "preflight")()
-        hook(env, "bind")(settings.topic, settings.window)
+        staging.refuse_unfinished(env)
+        hook(env, "bind")(settings.topic, settings.window, settings.categories)
         start = checkpoints.guard(env, settings)
         spark = env.spark()
         pipeline.ensure_tables(spark, env, settings)
@@ -273,3 +274,52 @@ def _take(args: list[str], option: str) -> str | None:
             del args[i]
             return arg.split("=", 1)[1]
     return None
+
+
+def reprocess(argv: Sequence[str] | None = None) -> None:
+    """``ecomstream reprocess`` as a job: rebuild silver, quarantine and gold from bronze for
+    the task's ``--window`` and ``--categories`` (docs/operations.md, "Change a rule and
+    rebuild"). Pause the pipeline jobs first: a job has no lock to detect them by."""
+    code = _call(lambda: run_reprocess(sys.argv[1:] if argv is None else argv))
+    if code:
+        raise SystemExit(code)
+
+
+def reprocess_parser(prog: str = "ecomstream-reprocess") -> argparse.ArgumentParser:
+    """The pipeline job's options (the same storage and secret settings), plus the dry run
+    and the chunk size; ``--trigger`` and the source options are accepted and unused."""
+    parser = build_parser(prog)
+    add_option(
+        parser, "--dry-run", action="store_true", default=False, help="compare, write nothing"
+    )
+    add_option(parser, "--chunk-rows", type=int, default=200_000, help="records per batch")
+    return parser
+
+
+def run_reprocess(argv: Sequence[str]) -> int:
+    from ecomstream.jobs import pipeline
+    from ecomstream.jobs import reprocess as job
+    from ecomstream.jobs.reprocess_cli import categories
+
+    args = reprocess_parser().parse_args(list(argv))
+    extra = {
+        "topic": args.topic.strip() or _entity_path_topic(),
+        "catalog": args.catalog,
+        "schema": args.schema,
+        "checkpoint_volume": args.checkpoint_volume,
+        "storage_root": args.storage_root,
+        "secret_scope": args.secret_scope,
+        "secret_key": args.secret_key,
+    }
+    settings = job.ReprocessSettings(
+        data_dir=args.data_dir,
+        window=args.window,
+        profile=args.profile,
+        dry_run=args.dry_run,
+        chunk_rows=args.chunk_rows,
+        adapter_extra={k: v for k, v in extra.items() if v},
+        **categories(args.categories),
+    )
+    os.environ["TZ"] = "UTC"
+    pipeline.configure_logging()
+    return job.run(settings)

@@ -305,6 +305,9 @@ def test_every_bundle_task_parameter_list_parses() -> None:
             if wheel["entry_point"] == "ecomstream-produce":
                 _check_producer_parameters(job, wheel["parameters"])
                 continue
+            if wheel["entry_point"] == "ecomstream-reprocess":
+                _check_reprocess_parameters(job, wheel["parameters"])
+                continue
             args = entrypoints.build_parser(wheel["entry_point"]).parse_args(wheel["parameters"])
             assert args.catalog == "ecomstream" and args.schema == "orders"
             assert args.secret_scope == "ecomstream"
@@ -329,6 +332,23 @@ def _check_producer_parameters(job: dict[str, Any], parameters: list[str]) -> No
     ]
     args = build_parser().parse_args(["produce", *filled])
     assert args.rate == 1000 and args.duration == 300 and args.topic == "orders"
+
+
+def _check_reprocess_parameters(job: dict[str, Any], parameters: list[str]) -> None:
+    """The reprocess job's parameters, filled in as Databricks does, parse; its storage and
+    secret settings are the pipeline jobs'."""
+    from ecomstream import entrypoints
+
+    defaults = {p["name"]: p["default"] for p in job["parameters"]}
+    filled = []
+    for parameter in parameters:
+        for name, value in defaults.items():
+            parameter = parameter.replace(f"{{{{job.parameters.{name}}}}}", value)
+        filled.append(parameter)
+    args = entrypoints.reprocess_parser().parse_args(filled)
+    assert args.catalog == "ecomstream" and args.schema == "orders"
+    assert args.secret_scope == "ecomstream" and args.topic == "orders"
+    assert args.window == "1 minute" and args.categories == "" and not args.dry_run
 
 
 def test_the_entry_points_run_layers_of_the_same_pipeline() -> None:

@@ -212,8 +212,15 @@ class BaseEnvironment:
         """Check the outside world (broker reachable, topic exists, storage writable) *before*
         Spark starts or any table is touched; raise ``EcomstreamError`` with one clear line."""
 
-    def bind(self, topic: str, window: str) -> None:
-        """Record which topic (and gold window) this storage holds; refuse a different one."""
+    def bind(self, topic: str, window: str, categories: tuple[str, ...] | None = None) -> None:
+        """Record which topic (and gold window, and catalogue) this storage holds; refuse a
+        different one (``ecomstream reprocess`` rebuilds the tables for another window or
+        catalogue and records it)."""
+
+    def lock(self, holder: str) -> None:
+        """Hold this storage for ``holder`` (``pipeline``, ``reprocess``) until the process
+        ends; raise ``EcomstreamError`` with one line when another process holds it. A no-op
+        where the environment cannot tell (a Databricks job: ``max_concurrent_runs: 1``)."""
 
     def kafka_end_offsets(self) -> dict[int, int] | None:
         """The topic's end offset per partition right now, or None where not cheaply known

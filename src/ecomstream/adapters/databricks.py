@@ -180,10 +180,16 @@ class DatabricksEnvironment(BaseEnvironment):
             timeout_ms=PREFLIGHT_TIMEOUT_MS,
         )
 
-    def bind(self, topic: str, window: str) -> None:
+    def bind(self, topic: str, window: str, categories: tuple[str, ...] | None = None) -> None:
         """``_ecomstream.json`` beside the checkpoints names the hub (and gold window) the tables
-        hold; a different one is refused. It names the namespace host, never the secret."""
-        wanted = {"topic": topic, "window": window, "endpoint": self._connection.host}
+        hold (and the catalogue); a different one is refused (the ecomstream-reprocess job
+        rebuilds the tables for another window or catalogue and records it). It names the
+        namespace host, never the secret."""
+        wanted: dict[str, Any] = {
+            "topic": topic, "window": window, "endpoint": self._connection.host
+        }  # fmt: skip
+        if categories is not None:
+            wanted["categories"] = list(categories)
         location = _join(self._state_root(), "_ecomstream.json")
         text = self._read_text(location)
         if text is None:
@@ -195,10 +201,20 @@ class DatabricksEnvironment(BaseEnvironment):
             raise EcomstreamError(f"{location} is unreadable; fix or remove it") from None
         for what, option in (("topic", "--topic"), ("window", "--window")):
             if bound.get(what) != wanted[what]:
+                fix = "run the ecomstream-reprocess job first, or " if what == "window" else ""
                 raise EcomstreamError(
                     f"{self._state_root()} holds {what} {bound.get(what)!r}, not "
-                    f"{wanted[what]!r}: use another storage location for another {option}"
+                    f"{wanted[what]!r}: {fix}use another storage location for another {option}"
                 )
+        held = bound.get("categories")
+        if categories is not None and held is not None and set(held) != set(categories):
+            raise EcomstreamError(
+                f"{self._state_root()} holds tables checked against the catalogue "
+                f"{','.join(held)}, not {','.join(categories)}: run the ecomstream-reprocess "
+                "job first, or use another storage location"
+            )
+        if categories is not None and held is None:
+            self._write_text(location, json.dumps({**bound, "categories": list(categories)}) + "\n")
 
     def kafka_end_offsets(self) -> dict[int, int] | None:
         from kafka import KafkaConsumer, TopicPartition

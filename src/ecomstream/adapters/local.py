@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 BINDING_FILE = "_ecomstream.json"
+LOCK_FILE = "_ecomstream.lock"
 CHECKPOINTS = "_checkpoints"
 KAFKA_TIMEOUT_MS = 5000
 
@@ -112,10 +113,13 @@ class LocalEnvironment(BaseEnvironment):
                     )
             time.sleep(0.5)
 
-    def bind(self, topic: str, window: str) -> None:
-        """``<data-dir>/_ecomstream.json`` names the topic (and gold window) the tables hold."""
+    def bind(self, topic: str, window: str, categories: tuple[str, ...] | None = None) -> None:
+        """``<data-dir>/_ecomstream.json`` names the topic, gold window and catalogue the tables
+        hold (a binding written before catalogues were recorded adopts this run's)."""
         path = self.data_dir / BINDING_FILE
-        wanted = {"topic": topic, "window": window}
+        wanted: dict[str, Any] = {"topic": topic, "window": window}
+        if categories is not None:
+            wanted["categories"] = list(categories)
         if path.exists():
             try:
                 bound = json.loads(path.read_text())
@@ -129,18 +133,50 @@ class LocalEnvironment(BaseEnvironment):
             if bound.get("window") != window:
                 raise EcomstreamError(
                     f"data dir {self.data_dir} has gold windows of {bound.get('window')!r}, not "
-                    f"{window!r}: use another --data-dir for another --window"
+                    f"{window!r}: rebuild its tables with 'ecomstream reprocess --data-dir "
+                    f'{self.data_dir} --window "{window}"\' first, or use another --data-dir'
+                )
+            held = bound.get("categories")
+            if categories is not None and held is not None and set(held) != set(categories):
+                raise EcomstreamError(
+                    f"data dir {self.data_dir} holds tables checked against the catalogue "
+                    f"{','.join(held)}, not {','.join(categories)}: rebuild them with "
+                    f"'ecomstream reprocess --data-dir {self.data_dir} --categories ...' first, "
+                    "or use another --data-dir"
                 )
             self._refuse_old_layout()
+            if categories is not None and held is None:
+                _write_json(path, {**bound, "categories": list(categories)})
             return
         if self._has_tables():
             raise EcomstreamError(
                 f"data dir {self.data_dir} already holds tables but no {BINDING_FILE}: "
                 "refusing to guess which topic they came from; use another --data-dir"
             )
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**wanted, "created_at": time.time()}, indent=2) + "\n")
-        tmp.replace(path)
+        _write_json(path, {**wanted, "created_at": time.time()})
+
+    def lock(self, holder: str) -> None:
+        """``<data-dir>/_ecomstream.lock``, locked (``flock``) while the process lives: the
+        kernel drops the lock when the process dies, kill -9 included, so a stale file never
+        blocks anyone. The file names the holder, for the refusal's one line."""
+        import fcntl
+        import os
+
+        ensure_writable_dir(self.data_dir)
+        path = self.data_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by the Spark JVM
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            held = path.read_text(errors="replace").strip() or "another ecomstream process"
+            os.close(fd)
+            raise EcomstreamError(
+                f"data dir {self.data_dir} is in use by {held}: stop it first, then run again"
+            ) from None
+        _HELD_LOCKS.append(fd)
+        with contextlib.suppress(OSError):  # the name is for messages; a full disk keeps it out
+            os.ftruncate(fd, 0)
+            os.write(fd, f"'ecomstream {holder}' (pid {os.getpid()})\n".encode())
 
     def kafka_end_offsets(self) -> dict[int, int] | None:
         from kafka import KafkaConsumer, TopicPartition
@@ -226,6 +262,16 @@ class LocalEnvironment(BaseEnvironment):
         finally:
             with contextlib.suppress(Exception):
                 admin.close()
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    tmp.replace(path)
+
+
+# the lock files this process holds, open until it ends (closing one would release its lock)
+_HELD_LOCKS: list[int] = []
 
 
 def create(

@@ -45,6 +45,8 @@ class PipelineStatus:
     newest_event_time: dt.datetime | None
     metrics_version: int | None = None
     notes: list[str] = field(default_factory=list)
+    # the newest ``reprocess`` row (ecomstream reprocess), as the metrics table holds it
+    last_reprocess: dict[str, Any] | None = None
 
     @property
     def kafka_lag(self) -> int | None:
@@ -174,7 +176,25 @@ def summarize(
         ),
         newest_event_time=max((t for t in event_times if t is not None), default=None),
         metrics_version=metrics_version,
+        last_reprocess=_last_reprocess(by_query.get("reprocess", []), now),
     )
+
+
+def _last_reprocess(rows: Sequence[Mapping[str, Any]], now: dt.datetime) -> dict[str, Any] | None:
+    """The newest reprocess's figures: when, rows read, rows per table, reasons, seconds."""
+    if not rows:
+        return None
+    last = max(rows, key=lambda r: utc(r.get("finished_at")) or now)
+    return {
+        "finished_at": utc(last.get("finished_at")),
+        "rows_read": _int(last.get("input_rows")),
+        "rows_written": _int(last.get("output_rows")),
+        "silver_rows": _int(last.get("silver_rows")),
+        "quarantine_rows": _int(last.get("quarantine_rows")),
+        "duplicates_dropped": _int(last.get("duplicates_dropped")),
+        "quarantine_reasons": order_reasons(as_map(last.get("quarantine_reasons"))),
+        "seconds": _int(last.get("duration_ms")) / 1000,
+    }
 
 
 def _rate(
@@ -237,5 +257,13 @@ def render_text(status: PipelineStatus) -> str:
     if status.quarantine_by_reason:
         reasons = ", ".join(f"{k} {v}" for k, v in status.quarantine_by_reason.items())
         lines.append(f"quarantine by reason: {reasons}")
+    done = status.last_reprocess
+    if done is not None:
+        lines.append(
+            f"last reprocess {_ago(done['finished_at'], now)}: {done['rows_read']} bronze rows "
+            f"read in {done['seconds']:.1f} s; silver {done['silver_rows']}, quarantine "
+            f"{done['quarantine_rows']}, duplicates dropped {done['duplicates_dropped']}, "
+            f"{done['rows_written']} rows written in all"
+        )
     lines.extend(status.notes)
     return "\n".join(lines)

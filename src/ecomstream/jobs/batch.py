@@ -32,7 +32,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -84,6 +84,12 @@ WRITE_SEQUENCE: tuple[str, ...] = (
     "metrics/pipeline_batches",
 )
 log = logging.getLogger("ecomstream.pipeline")
+# Parquet row groups of bronze's files, in records. A batch holds every Kafka partition's
+# records, each partition's together; with row groups this size (instead of one per file) a
+# reader of one partition's offsets, as ``ecomstream reprocess`` is (jobs/rebuild.py), skips
+# the other partitions' groups by their statistics instead of decoding every payload of the
+# file once per partition.
+BRONZE_ROW_GROUP = 32_768
 # gold table -> (its schema, its key columns within a window)
 GOLD = {
     "gold/category_sales": (CATEGORY_SALES_SCHEMA, ("category",)),
@@ -136,9 +142,18 @@ class BatchFigures:
 class MedallionBatch:
     """Runs batches for one writer (the streaming query's id) against one environment."""
 
-    def __init__(self, env: Environment, settings: PipelineSettings, writer: str) -> None:
+    def __init__(
+        self,
+        env: Environment,
+        settings: PipelineSettings,
+        writer: str,
+        tables: Collection[str] = WRITE_SEQUENCE,
+    ) -> None:
         self.env = env
         self.settings = settings
+        # the tables this batch writes: all of them, or (``ecomstream reprocess``, which reads
+        # bronze and keeps metrics of its own) silver, quarantine and gold
+        self.tables = frozenset(tables)
         spark = env.spark()
         self.ledger = Ledger(spark, writer)
         self.order_ids = OrderIds(spark, env.table("silver/orders"))
@@ -179,8 +194,9 @@ class MedallionBatch:
         orders = _silver_rows(new)
         lap = figures.lap("decide", lap)
 
+        bronze = self._append("bronze/orders", received, BRONZE_SCHEMA, batch_id, BRONZE_ROW_GROUP)
         writes: list[tuple[str, Callable[[], bool]]] = [
-            ("bronze/orders", self._append("bronze/orders", received, BRONZE_SCHEMA, batch_id)),
+            ("bronze/orders", bronze),
             ("metrics/pipeline_batches", lambda: self._metrics(figures, batch_id, started)),
         ]
         if figures.quarantined:
@@ -190,7 +206,7 @@ class MedallionBatch:
             writes.append(("silver/orders", lambda: self._silver(orders, batch_id)))
             for key in GOLD:
                 writes.append((key, self._gold_write(key, figures, batch_id)))
-        self._run(writes, batch_id, figures)
+        self._run([w for w in writes if w[0] in self.tables], batch_id, figures)
         figures.lap("writes", lap)
         log.info(json.dumps({"event": "batch_phases", "batch_id": batch_id, **figures.phases_ms}))
         return figures
@@ -330,9 +346,15 @@ class MedallionBatch:
                 measures[2] += cents
 
     def _append(
-        self, key: str, rows: pa.Table, schema: StructType, batch_id: int
+        self,
+        key: str,
+        rows: pa.Table,
+        schema: StructType,
+        batch_id: int,
+        row_group_rows: int | None = None,
     ) -> Callable[[], bool]:
-        return lambda: self.ledger.append_rows(rows, schema, key, self.table(key), batch_id)
+        table = self.table(key)
+        return lambda: self.ledger.append_rows(rows, schema, key, table, batch_id, row_group_rows)
 
     def _silver(self, orders: pa.Table, batch_id: int) -> bool:
         key = "silver/orders"

@@ -102,10 +102,17 @@ class Ledger:
         return self._save(writer, key, table, batch)
 
     def append_rows(
-        self, rows: pa.Table, schema: StructType, key: str, table: TableRef, batch: int
+        self,
+        rows: pa.Table,
+        schema: StructType,
+        key: str,
+        table: TableRef,
+        batch: int,
+        row_group_rows: int | None = None,
     ) -> bool:
-        """:meth:`append` for a small Arrow table built on the driver (see :mod:`.arrow`)."""
-        return self._save_rows(rows, schema, key, table, batch, None)
+        """:meth:`append` for a small Arrow table built on the driver (see :mod:`.arrow`);
+        ``row_group_rows`` caps the Parquet row groups of a local write."""
+        return self._save_rows(rows, schema, key, table, batch, None, row_group_rows)
 
     def replace_rows(
         self,
@@ -127,6 +134,7 @@ class Ledger:
         table: TableRef,
         batch: int,
         replace_where: str | None,
+        row_group_rows: int | None = None,
     ) -> bool:
         local = table.local_path()
         if local is None:  # a catalog table or remote storage: Spark writes it
@@ -136,13 +144,20 @@ class Ledger:
             return self.replace(df, key, table, batch, replace_where)
         if self.committed(key, table, batch):
             return False
-        from deltalake import CommitProperties, write_deltalake
+        from deltalake import CommitProperties, WriterProperties, write_deltalake
 
         delta = self._delta_rs(local)
         rows = _as_table_schema(rows, delta)
         properties = CommitProperties(custom_metadata={"userMetadata": marker(self.writer, batch)})
         if replace_where is None:
-            write_deltalake(delta, rows, mode="append", commit_properties=properties)
+            groups = WriterProperties(max_row_group_size=row_group_rows)  # None: the default
+            write_deltalake(
+                delta,
+                rows,
+                mode="append",
+                commit_properties=properties,
+                writer_properties=groups,
+            )
         else:
             write_deltalake(
                 delta,

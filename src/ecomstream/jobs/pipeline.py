@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ecomstream import adapters
 from ecomstream.adapters.base import Environment, hook
 from ecomstream.errors import EcomstreamError, RedactingFormatter, redact, redact_library_logs
-from ecomstream.jobs import checkpoints, memory, space
+from ecomstream.jobs import checkpoints, memory, space, staging
 from ecomstream.jobs.medallion import NAME as QUERY
 from ecomstream.jobs.settings import PipelineSettings
 
@@ -49,7 +49,9 @@ def run(settings: PipelineSettings) -> int:
         # Asked to wait for the topic: start (and warm) Spark meanwhile instead of after.
         early = _start_spark_early(env) if settings.wait_for_topic_s > 0 else None
         hook(env, "preflight")()
-        hook(env, "bind")(settings.topic, settings.window)
+        hook(env, "lock")("pipeline")
+        staging.refuse_unfinished(env)
+        hook(env, "bind")(settings.topic, settings.window, settings.categories)
         start = checkpoints.guard(env, settings)
         if early is not None:
             early.join()

@@ -45,11 +45,16 @@ def to_bronze(kafka_rows: DataFrame) -> DataFrame:
     ``decode("utf-8", errors="replace")``, docs/rules.md). A cast alone would keep the invalid
     bytes, and a Delta table holding them is unreadable for pyarrow and delta-rs. ``raw_bytes``
     keeps such a payload byte for byte; it is NULL when the payload is valid UTF-8 (or NULL).
-    ``kafka_key`` is repaired the same way. ``event`` is the payload parsed by
-    :data:`ORDER_EVENT_SCHEMA` (every field as text) when the payload is exactly one JSON object
-    in valid UTF-8, and NULL otherwise: see :func:`parse_event`.
+    ``kafka_key`` is repaired the same way. ``ingested_at`` is now, unless ``kafka_rows`` carries
+    one (records replayed from bronze by ``ecomstream reprocess`` keep their first ingestion).
+    ``event`` is the payload parsed by :data:`ORDER_EVENT_SCHEMA` (every field as text) when the
+    payload is exactly one JSON object in valid UTF-8, and NULL otherwise: see
+    :func:`parse_event`.
     """
     payload = F.col("value").cast("string")  # the bytes as received, maybe not UTF-8
+    # records replayed from bronze (``ecomstream reprocess``) keep when they were first ingested
+    replayed = "ingested_at" in kafka_rows.columns
+    ingested_at = F.col("ingested_at") if replayed else F.current_timestamp()
     received = kafka_rows.select(
         F.make_valid_utf8(payload).alias("raw_value"),
         F.when(~F.is_valid_utf8(payload), F.col("value")).alias("raw_bytes"),
@@ -58,7 +63,7 @@ def to_bronze(kafka_rows: DataFrame) -> DataFrame:
         F.col("partition").cast("int").alias("kafka_partition"),
         F.col("offset").cast("long").alias("kafka_offset"),
         F.col("timestamp").alias("kafka_timestamp"),
-        F.current_timestamp().alias("ingested_at"),
+        ingested_at.alias("ingested_at"),
         payload.alias(_PAYLOAD),
     )
     return with_event(received, F.col(_PAYLOAD)).select(*BRONZE_SCHEMA.fieldNames())
