@@ -43,6 +43,7 @@ LONGEST_FIRST = (
     "integration/test_cluster.py",
     "integration/test_broker_outage.py",
     "integration/test_eventhubs_local.py",
+    "integration/test_reprocess.py",
     "integration/test_batch_memory.py",
     "integration/test_demo.py",
     "integration/test_pipeline.py",
