@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -362,6 +363,24 @@ def end(proc: subprocess.Popen[bytes], timeout_s: float = 180.0) -> int | None:
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=30)
     return proc.returncode
+
+
+def timed(cmd: list[str], log: Path, sampler: RssSampler, label: str) -> tuple[float, int, str]:
+    """Run ``cmd`` to its end: wall seconds from spawn to exit, the stack's peak RSS meanwhile
+    and a sentence on its memory."""
+    since = time.time()
+    t0 = time.perf_counter()
+    proc = spawn(cmd, log)
+    sampler.add(proc.pid, label)
+    rc = proc.wait()
+    seconds = time.perf_counter() - t0
+    sampler.remove(proc.pid)
+    end(proc)
+    if rc != 0:
+        tail = log.read_text(errors="replace")[-1500:]
+        raise SystemExit(f"{shlex.join(cmd)} exited with {rc}; {log}:\n{tail}")
+    until = time.time()
+    return seconds, sampler.peak(since, until), sampler.memory_text(since, until)
 
 
 def wait_for(path: Path, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 900) -> None:

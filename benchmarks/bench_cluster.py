@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import statistics
 import sys
@@ -46,7 +45,6 @@ from benchmarks._stack import (
     _children,
     add_common_options,
     create_topic,
-    end,
     json_lines,
     loadavg,
     phase_medians,
@@ -54,28 +52,10 @@ from benchmarks._stack import (
     pipeline_cmd,
     produce,
     producer_cmd,
-    spawn,
+    timed,
 )
 
 LOCAL_MASTER = "local[2]"
-
-
-def _timed(cmd: list[str], log: Path, sampler: RssSampler, label: str) -> tuple[float, int, str]:
-    """Run ``cmd`` to its end: wall seconds from spawn to exit, the stack's peak RSS meanwhile
-    and a sentence on its memory."""
-    since = time.time()
-    t0 = time.perf_counter()
-    proc = spawn(cmd, log)
-    sampler.add(proc.pid, label)
-    rc = proc.wait()
-    seconds = time.perf_counter() - t0
-    sampler.remove(proc.pid)
-    end(proc)
-    if rc != 0:
-        tail = log.read_text(errors="replace")[-1500:]
-        raise SystemExit(f"{shlex.join(cmd)} exited with {rc}; {log}:\n{tail}")
-    until = time.time()
-    return seconds, sampler.peak(since, until), sampler.memory_text(since, until)
 
 
 class ExecutorWatch(threading.Thread):
@@ -114,7 +94,7 @@ class Side:
         cmd = pipeline_cmd(
             bootstrap, topic, data, once=True, max_offsets=self.args.max_offsets_per_trigger
         )
-        seconds, rss, memory = _timed(
+        seconds, rss, memory = timed(
             [*cmd, "--master", self.master], self.work / name / "run.log", sampler, "pipeline"
         )
         if "backlog" in name:

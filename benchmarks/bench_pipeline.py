@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import statistics
 import sys
@@ -43,7 +42,6 @@ from benchmarks._stack import (
     RssSampler,
     add_common_options,
     create_topic,
-    end,
     json_lines,
     loadavg,
     passthrough_cmd,
@@ -52,30 +50,12 @@ from benchmarks._stack import (
     pipeline_cmd,
     produce,
     producer_cmd,
-    spawn,
+    timed,
     verdict,
 )
 
 TARGET_RATIO = 0.4
 TARGET_RSS_GIB = 4.0
-
-
-def _timed(cmd: list[str], log: Path, sampler: RssSampler, label: str) -> tuple[float, int, str]:
-    """Run ``cmd`` to its end: wall seconds from spawn to exit, the stack's peak RSS meanwhile
-    and a sentence on its memory."""
-    since = time.time()
-    t0 = time.perf_counter()
-    proc = spawn(cmd, log)
-    sampler.add(proc.pid, label)
-    rc = proc.wait()
-    seconds = time.perf_counter() - t0
-    sampler.remove(proc.pid)
-    end(proc)
-    if rc != 0:
-        tail = log.read_text(errors="replace")[-1500:]
-        raise SystemExit(f"{shlex.join(cmd)} exited with {rc}; {log}:\n{tail}")
-    until = time.time()
-    return seconds, sampler.peak(since, until), sampler.memory_text(since, until)
 
 
 def _secs(values: list[float]) -> str:
@@ -141,13 +121,13 @@ def main(argv: list[str] | None = None) -> int:
 
         def passthrough(topic: str, name: str) -> tuple[float, int, str]:
             cmd = passthrough_cmd(bootstrap, topic, work / name, once=True, max_offsets=max_offsets)
-            return _timed(cmd, work / name / "run.log", sampler, "passthrough")
+            return timed(cmd, work / name / "run.log", sampler, "passthrough")
 
         def pipeline(topic: str, name: str) -> tuple[float, int, str]:
             cmd = pipeline_cmd(
                 bootstrap, topic, work / name / "data", once=True, max_offsets=max_offsets
             )
-            return _timed(cmd, work / name / "run.log", sampler, "pipeline")
+            return timed(cmd, work / name / "run.log", sampler, "pipeline")
 
         warm_s, _, _ = passthrough(one, "passthrough-warm")
         print(f"warm-up start (untimed): {warm_s:.1f}s", flush=True)

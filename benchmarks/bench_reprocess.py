@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
 import statistics
 import sys
@@ -37,35 +36,18 @@ from benchmarks._stack import (
     RssSampler,
     add_common_options,
     create_topic,
-    end,
     json_lines,
     loadavg,
     pipeline_cmd,
     produce,
     producer_cmd,
-    spawn,
+    timed,
 )
 
 TARGET_RATIO = 1.0
 TARGET_RSS_GIB = 4.0
 WINDOW = "5 minutes"
 REBUILT = ("silver/orders", "silver/quarantine", "gold/category_sales", "gold/location_sales")
-
-
-def _timed(cmd: list[str], log: Path, sampler: RssSampler, label: str) -> tuple[float, int, str]:
-    since = time.time()
-    t0 = time.perf_counter()
-    proc = spawn(cmd, log)
-    sampler.add(proc.pid, label)
-    rc = proc.wait()
-    seconds = time.perf_counter() - t0
-    sampler.remove(proc.pid)
-    end(proc)
-    if rc != 0:
-        tail = log.read_text(errors="replace")[-1500:]
-        raise SystemExit(f"{shlex.join(cmd)} exited with {rc}; {log}:\n{tail}")
-    until = time.time()
-    return seconds, sampler.peak(since, until), sampler.memory_text(since, until)
 
 
 def count(table: Path) -> int:
@@ -131,12 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             data = work / f"pipeline-{r}" / "data"
             cmd = pipeline_cmd(bootstrap, topic, data, once=True, max_offsets=chunk)
-            pl_runs.append(_timed(cmd, work / f"pipeline-{r}" / "run.log", sampler, "pipeline"))
+            pl_runs.append(timed(cmd, work / f"pipeline-{r}" / "run.log", sampler, "pipeline"))
             print(f"round {r}: pipeline --once {pl_runs[-1][0]:.1f}s", flush=True)
             before = {k: count(data / k) for k in ("bronze/orders", *REBUILT)}
             log = work / f"reprocess-{r}.log"
             cmd = reprocess_cmd(data, WINDOW, chunk)
-            rp_runs.append(_timed(cmd, log, sampler, "reprocess"))
+            rp_runs.append(timed(cmd, log, sampler, "reprocess"))
             print(f"round {r}: reprocess {rp_runs[-1][0]:.1f}s", flush=True)
             after = {k: count(data / k) for k in REBUILT}
         pl_s = statistics.median(s for s, _, _ in pl_runs)
@@ -154,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verify:
             other = work / "verify" / "data"
             cmd = pipeline_cmd(bootstrap, topic, other, once=True, max_offsets=chunk)
-            _timed([*cmd, "--window", WINDOW], work / "verify" / "run.log", sampler, "verify")
+            timed([*cmd, "--window", WINDOW], work / "verify" / "run.log", sampler, "verify")
             want = {k: count(other / k) for k in REBUILT}
             verified = want == after
             print(f"verify: a new pipeline with {WINDOW} windows holds {want}", flush=True)
