@@ -218,8 +218,9 @@ class BaseEnvironment:
         catalogue and records it)."""
 
     def lock(self, holder: str) -> None:
-        """Hold this storage for ``holder`` (``pipeline``, ``reprocess``) until the process
-        ends; raise ``EcomstreamError`` with one line when another process holds it. A no-op
+        """Hold this storage for ``holder`` (``pipeline``, ``reprocess``) until :meth:`close`
+        or the process ends; raise ``EcomstreamError`` with one line when another run holds it.
+        A no-op
         where the environment cannot tell (a Databricks job: ``max_concurrent_runs: 1``)."""
 
     def kafka_end_offsets(self) -> dict[int, int] | None:

@@ -56,6 +56,7 @@ class LocalEnvironment(BaseEnvironment):
         self.shared_data_dir = shared_data_dir
         self._spark: SparkSession | None = None
         self._consumer: Any = None
+        self._lock_fd: int | None = None  # the data dir's lock, held while a run lasts
 
     # -- the Environment protocol -------------------------------------------------------------
     def spark(self) -> SparkSession:
@@ -156,9 +157,11 @@ class LocalEnvironment(BaseEnvironment):
         _write_json(path, {**wanted, "created_at": time.time()})
 
     def lock(self, holder: str) -> None:
-        """``<data-dir>/_ecomstream.lock``, locked (``flock``) while the process lives: the
-        kernel drops the lock when the process dies, kill -9 included, so a stale file never
-        blocks anyone. The file names the holder, for the refusal's one line."""
+        """``<data-dir>/_ecomstream.lock``, locked (``flock``) until :meth:`close` (the end of
+        the run) or the process's death: the kernel drops the lock when the process dies,
+        kill -9 included, so a stale file never blocks anyone. The file names the holder, for
+        the refusal's one line. Released at the end of the run, so that a process may run the
+        pipeline on a data dir more than once, one run after the other (the tests do)."""
         import fcntl
         import os
 
@@ -173,7 +176,7 @@ class LocalEnvironment(BaseEnvironment):
             raise EcomstreamError(
                 f"data dir {self.data_dir} is in use by {held}: stop it first, then run again"
             ) from None
-        _HELD_LOCKS.append(fd)
+        self._lock_fd = fd
         with contextlib.suppress(OSError):  # the name is for messages; a full disk keeps it out
             os.ftruncate(fd, 0)
             os.write(fd, f"'ecomstream {holder}' (pid {os.getpid()})\n".encode())
@@ -219,6 +222,11 @@ class LocalEnvironment(BaseEnvironment):
             with contextlib.suppress(Exception):
                 self._consumer.close()
             self._consumer = None
+        if self._lock_fd is not None:
+            import os
+
+            os.close(self._lock_fd)  # and with it the lock
+            self._lock_fd = None
 
     # -- helpers ------------------------------------------------------------------------------
     def _refuse_old_layout(self) -> None:
@@ -269,9 +277,6 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
     tmp.write_text(json.dumps(value, indent=2) + "\n")
     tmp.replace(path)
 
-
-# the lock files this process holds, open until it ends (closing one would release its lock)
-_HELD_LOCKS: list[int] = []
 
 
 def create(
