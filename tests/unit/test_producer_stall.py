@@ -202,9 +202,9 @@ def test_a_stall_with_the_broker_serving_moves_the_queue_to_a_new_client_once() 
 
 
 def test_kafka_python_flush_waits_for_the_callbacks_its_flush_leaves_running() -> None:
-    """kafka-python's flush returns once each batch's future is done; the records' callbacks
-    run after that on its I/O thread. The sender's flush waits for them (within its timeout)
-    instead of counting a record acknowledged a moment later as unconfirmed."""
+    """kafka-python's flush returns once each batch's future is done, before the records'
+    callbacks have run on its I/O thread. The sender's flush goes by its own count, within its
+    timeout, instead of counting a record acknowledged a moment later as unconfirmed."""
     import threading
 
     from ecomstream.producer.sender import KafkaPythonSender
