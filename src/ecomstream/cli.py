@@ -96,13 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
 # ("terminate called without an active exception", delta-io/delta-rs#2184), which turned a
 # ``status`` that had printed its answer into exit -6. They have nothing else to clean up.
 FAST_EXIT_COMMANDS = frozenset({"status"})
+# The same for the commands that write tables, once they failed: their one line is out, every
+# table is as its last commit left it, and the same kind of abort (a native library's threads
+# winding down) came after it (CI: a pipeline whose driver JVM died of OutOfMemoryError printed
+# its memory line, then exited -6, not 1).
+FAST_EXIT_ON_ERROR_COMMANDS = frozenset({"pipeline", "reprocess"})
 
 
 def run() -> NoReturn:
     """The process entry point (console script and ``python -m ecomstream``)."""
     argv = sys.argv[1:]
     code = main(argv)
-    if argv and argv[0] in FAST_EXIT_COMMANDS:
+    command = argv[0] if argv else ""
+    if command in FAST_EXIT_COMMANDS or (code != 0 and command in FAST_EXIT_ON_ERROR_COMMANDS):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
