@@ -278,7 +278,6 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-
 def create(
     *,
     bootstrap_servers: str,
